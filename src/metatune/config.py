@@ -1,0 +1,196 @@
+"""Load and validate the workflow configuration.
+
+The JSON Schema (config/schemas/config.schema.yaml) checks types, ranges and unknown keys and fills defaults;
+`check_semantics` then checks what a schema cannot say (unique names, grids inside their ranges, template
+variables). Every error is a ConfigError whose message starts with the dotted key at fault, and all of it runs
+before Snakemake builds a single job.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import string
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schemas" / "config.schema.yaml"
+
+# The variables an external trainer's command template may use (DESIGN.md, "External trainer").
+EXTERNAL_TEMPLATE_VARS = frozenset(
+    "run_id dataset_id train_path val_path token_budget seq_len hp_json metrics_path curve_path".split()
+)
+
+
+class ConfigError(ValueError):
+    """A configuration error; the message names the key."""
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def _key(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<config>"
+
+
+def _pick_error(errors: list[jsonschema.ValidationError]) -> jsonschema.ValidationError | None:
+    """The most useful error: plain errors before oneOf ones; inside a oneOf, the branch whose discriminator
+    (the `kind` or `type` const/enum) matched, so a source with kind: local says which local key is wrong."""
+    if not errors:
+        return None
+    plain = [e for e in errors if e.validator not in ("oneOf", "anyOf")]
+    error = max(plain or errors, key=jsonschema.exceptions.relevance)
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        failed_discriminator = {
+            e.schema_path[0]
+            for e in error.context
+            if e.validator in ("const", "enum") and list(e.path) in (["kind"], ["type"])
+        }
+        branch = [e for e in error.context if e.schema_path[0] not in failed_discriminator]
+        return _pick_error(branch or list(error.context))
+    return error
+
+
+def _fill_defaults(instance: Any, schema: dict, root: dict) -> None:
+    """Fill `default`s of object properties in place, recursing through $ref, items and oneOf branches."""
+    if "$ref" in schema:
+        ref = schema["$ref"]
+        assert ref.startswith("#/$defs/"), ref
+        target = root["$defs"][ref.removeprefix("#/$defs/")]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    if isinstance(instance, dict):
+        for name, sub in schema.get("properties", {}).items():
+            if not isinstance(sub, dict):
+                continue
+            if name not in instance and "default" in sub:
+                instance[name] = copy.deepcopy(sub["default"])
+            if name in instance:
+                _fill_defaults(instance[name], sub, root)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for name in instance:
+                if name not in schema.get("properties", {}):
+                    _fill_defaults(instance[name], extra, root)
+        for branch in schema.get("oneOf", []):
+            kind = branch.get("properties", {}).get("kind", {}).get("const")
+            if kind is not None and instance.get("kind") == kind:
+                _fill_defaults(instance, branch, root)
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        for item in instance:
+            _fill_defaults(item, schema["items"], root)
+
+
+def validate(config: dict, schema: dict | None = None) -> dict:
+    """Return a validated copy of `config` with defaults filled; raise ConfigError naming the key."""
+    schema = schema or load_schema()
+    if not isinstance(config, dict):
+        raise ConfigError(f"<config>: expected a mapping, got {type(config).__name__}")
+    config = copy.deepcopy(config)
+    validator = jsonschema.Draft202012Validator(schema)
+    error = _pick_error(list(validator.iter_errors(config)))
+    if error is not None:
+        raise ConfigError(f"{_key(error.absolute_path)}: {error.message}")
+    _fill_defaults(config, schema, schema)
+    # Defaults can only add valid values, but check again so a broken default in the schema shows up here.
+    error = _pick_error(list(validator.iter_errors(config)))
+    if error is not None:
+        raise ConfigError(f"{_key(error.absolute_path)}: {error.message} (after defaults)")
+    check_semantics(config)
+    return config
+
+
+def _check_param(name: str, p: dict) -> None:
+    key = f"space.{name}"
+    if p["type"] == "categorical":
+        if len(set(map(repr, p["choices"]))) != len(p["choices"]):
+            raise ConfigError(f"{key}.choices: duplicate choices")
+        for v in p["grid"]:
+            if v not in p["choices"]:
+                raise ConfigError(f"{key}.grid: {v!r} is not among the choices {p['choices']}")
+    else:
+        low, high = p["low"], p["high"]
+        if not low < high:
+            raise ConfigError(f"{key}: low ({low}) must be below high ({high})")
+        if (p["type"] == "log_float" or p.get("log")) and low <= 0:
+            raise ConfigError(f"{key}.low: a log scale needs low > 0, got {low}")
+        for v in p["grid"]:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"{key}.grid: {v!r} is not a number")
+            if p["type"] == "int" and v != int(v):
+                raise ConfigError(f"{key}.grid: {v!r} is not an integer")
+            if not low <= v <= high:
+                raise ConfigError(f"{key}.grid: {v} lies outside [{low}, {high}]")
+    if len(set(map(repr, p["grid"]))) != len(p["grid"]):
+        raise ConfigError(f"{key}.grid: duplicate values")
+
+
+def template_fields(template: str) -> set[str]:
+    try:
+        return {field.split(".")[0].split("[")[0] for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+    except ValueError as e:
+        raise ConfigError(f"training.external_command: malformed template: {e}") from None
+
+
+def check_semantics(config: dict) -> None:
+    """Checks a JSON Schema cannot express; raises ConfigError naming the key."""
+    seen: dict[str, int] = {}
+    for i, ds in enumerate(config["datasets"]):
+        if ds["name"] in seen:
+            raise ConfigError(f"datasets[{i}].name: duplicate dataset name {ds['name']!r} (also datasets[{seen[ds['name']]}])")
+        seen[ds["name"]] = i
+        if ds["format"] == "text" and ds["template"] != "plain":
+            raise ConfigError(f"datasets[{i}].template: {ds['template']!r} needs format: instruction")
+        split = ds.get("split") or config["split"]
+        total = split["train"] + split["val"] + split["test"]
+        if abs(total - 1.0) > 1e-6:
+            raise ConfigError(f"datasets[{i}].split: train + val + test must be 1, got {total:g}")
+    total = sum(config["split"][k] for k in ("train", "val", "test"))
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigError(f"split: train + val + test must be 1, got {total:g}")
+
+    for name, p in config["space"].items():
+        _check_param(name, p)
+
+    s1 = config["stage1"]
+    if s1["design"] != "factorial":
+        if s1["size"] is None:
+            raise ConfigError(f"stage1.size: design {s1['design']!r} needs a size")
+        n_grid = math.prod(len(p["grid"]) for p in config["space"].values())
+        if s1["size"] > n_grid:
+            raise ConfigError(f"stage1.size: {s1['size']} is more than the {n_grid} points of the full grid")
+    if config["rerun"]["top_k"] > 0 and config["stage2"]["rounds"] == 0:
+        n_stage1 = s1["size"] if s1["design"] != "factorial" else math.prod(len(p["grid"]) for p in config["space"].values())
+        if config["rerun"]["top_k"] > n_stage1:
+            raise ConfigError(f"rerun.top_k: {config['rerun']['top_k']} is more than the {n_stage1} stage-1 trials")
+
+    training = config["training"]
+    if training["mode"] == "external":
+        command = training["external_command"]
+        if not command:
+            raise ConfigError("training.external_command: required when training.mode is external")
+        unknown = template_fields(command) - EXTERNAL_TEMPLATE_VARS
+        if unknown:
+            raise ConfigError(
+                f"training.external_command: unknown template variable(s) {sorted(unknown)}; "
+                f"allowed: {sorted(EXTERNAL_TEMPLATE_VARS)}"
+            )
+
+
+def load(path: str | Path) -> dict:
+    """Read a YAML config file and validate it."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return validate(raw or {})
