@@ -14,8 +14,8 @@ include: "rules/sweep.smk"
 
 
 rule all:
+    default_target: True
     input:
         tables=rules.prepare_nanogpt_data.input,
         runs="results/tables/runs.csv",
         best="results/tables/best.csv",
-    default_target: True

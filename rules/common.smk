@@ -14,10 +14,15 @@ config.update(_validated)
 
 DATASETS = {d["name"]: d for d in config["datasets"]}
 STAGE1 = metatune_space.stage1_configs(
-    config["space"], config["stage1"]["design"], config["stage1"]["size"], config["seed"]
+    config["space"],
+    config["stage1"]["design"],
+    config["stage1"]["size"],
+    config["seed"],
 )
 STAGE2_ROUNDS = range(1, config["stage2"]["rounds"] + 1)
-STAGE2_IDS = [f"r{r}-{k}" for r in STAGE2_ROUNDS for k in range(config["stage2"]["batch"])]
+STAGE2_IDS = [
+    f"r{r}-{k}" for r in STAGE2_ROUNDS for k in range(config["stage2"]["batch"])
+]
 RERUN_IDS = [
     f"top{k}-seed{s}"
     for k in range(1, config["rerun"]["top_k"] + 1)
@@ -66,7 +71,13 @@ def trial_spec(stage, wildcards, input, output):
     budget = settings["token_budget"] or config["stage1"]["token_budget"]
     seq_len = settings["seq_len"] or config["stage1"]["seq_len"]
     if stage == "rerun":
-        budget = max(1, round(config["stage1"]["token_budget"] * config["rerun"]["token_budget_factor"]))
+        budget = max(
+            1,
+            round(
+                config["stage1"]["token_budget"]
+                * config["rerun"]["token_budget_factor"]
+            ),
+        )
         seq_len = config["stage1"]["seq_len"]
     bins = f"results/bins/{wildcards.dataset}"
     spec = {
