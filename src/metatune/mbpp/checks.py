@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import warnings
 from dataclasses import dataclass
 
 from metatune.mbpp.data import Problem
@@ -57,8 +58,10 @@ def bound_names(source: str) -> set[str]:
     """Every name `source` binds anywhere (defs, classes, assignments, imports). Over-approximates on purpose:
     a name in this set is evaluated in the sandbox, which is where the original assert ran anyway."""
     try:
-        tree = ast.parse(source)
-    except SyntaxError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(source)
+    except (SyntaxError, ValueError):
         return set()  # the completion won't run at all; the split is never used
     names: set[str] = set()
     for node in ast.walk(tree):

@@ -16,6 +16,7 @@ import ast
 import builtins
 import json
 import signal
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -89,7 +90,9 @@ def trusted_namespace(problem: Problem) -> dict:
 def prepare(problem: Problem, completion: str) -> TaskChecks | Verdict:
     """Split the tests for this completion, or the verdict already known without running it."""
     try:
-        ast.parse(completion)
+        with warnings.catch_warnings():  # invalid escapes in generated code are the completion's business
+            warnings.simplefilter("ignore")
+            ast.parse(completion)
     except (SyntaxError, ValueError) as e:  # ValueError: null bytes
         reason = f"line {e.lineno}: {e.msg}" if isinstance(e, SyntaxError) else str(e)
         return Verdict(problem.task_id, 0, "syntax_error", reason[:REASON_CHARS])

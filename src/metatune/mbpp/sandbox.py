@@ -204,17 +204,19 @@ class Worker:
         return f": {tail}" if tail else ""
 
     def close(self) -> None:
+        """Stop the zygote. Closing its stdin lets it exit; bwrap then returns only once the kernel has torn
+        down its pid namespace, so no task process outlives this call. A stuck zygote is killed instead."""
         if self.proc is not None:
-            try:
-                os.killpg(self.proc.pid, 9)
-            except ProcessLookupError:
-                pass
-            self.proc.wait()
             for f in (self.proc.stdin, self.proc.stdout):
                 try:
                     f.close()
                 except OSError:  # a broken pipe while flushing: the process is gone anyway
                     pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
             self.proc = None
         if self.tmp_root is not None:
             shutil.rmtree(self.tmp_root, ignore_errors=True)

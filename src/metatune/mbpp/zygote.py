@@ -36,6 +36,9 @@ import time
 # Modules MBPP solutions import most (counted over mbpp.jsonl): imported once here, inherited by every fork.
 import array, bisect, cmath, collections, copy, datetime, functools, heapq, itertools, math, operator, re, string  # noqa: E401,F401,E501
 
+# Bound before any untrusted code runs: a completion that patches builtins.type must not blind the encoder.
+_type, _issubclass = type, issubclass
+
 PR_SET_DUMPABLE = 4
 RESULT_FD = 3
 MAX_DEPTH = 100
@@ -48,25 +51,25 @@ def encode(value, depth=0):
     methods, so an overridden __eq__, __iter__ or __repr__ is never called); anything else is refused."""
     if depth > MAX_DEPTH:
         raise ValueError("value nested too deeply")
-    t = type(value)
+    t = _type(value)
     if value is None:
         return ["none"]
     if t is bool:
         return ["bool", value is True]
-    if issubclass(t, int):
+    if _issubclass(t, int):
         return ["int", int.__repr__(value)]
-    if issubclass(t, float):
+    if _issubclass(t, float):
         return ["float", float.__repr__(value)]
-    if issubclass(t, complex):
+    if _issubclass(t, complex):
         return ["complex", complex.__repr__(value)]
-    if issubclass(t, str):
+    if _issubclass(t, str):
         return ["str", str.__str__(value)]
-    if issubclass(t, bytes):
+    if _issubclass(t, bytes):
         return ["bytes", bytes.hex(value)]
     for base in (list, tuple, set, frozenset):
-        if issubclass(t, base):
+        if _issubclass(t, base):
             return [base.__name__, [encode(x, depth + 1) for x in base.__iter__(value)]]
-    if issubclass(t, dict):
+    if _issubclass(t, dict):
         return ["dict", [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in dict.items(value)]]
     raise TypeError(f"cannot return a {t.__name__!s} (only built-in data types)")
 
