@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import warnings
 from dataclasses import dataclass
 
 from metatune.mbpp.data import Problem
 
 VALUE_PREFIX = "_mbpp_v"
+_BUILTINS = frozenset(dir(builtins))
 
 
 class UnsupportedTest(ValueError):
@@ -54,15 +56,16 @@ class TaskChecks:
         return tuple(e for t in self.tests for e in t.exprs)
 
 
-def bound_names(source: str) -> set[str]:
-    """Every name `source` binds anywhere (defs, classes, assignments, imports). Over-approximates on purpose:
+def parse(source: str) -> ast.Module:
+    """ast.parse, quiet about invalid escapes and such (generated code is the completion's business)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ast.parse(source)
+
+
+def bound_names(tree: ast.AST) -> set[str]:
+    """Every name `tree` binds anywhere (defs, classes, assignments, imports). Over-approximates on purpose:
     a name in this set is evaluated in the sandbox, which is where the original assert ran anyway."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return set()  # the completion won't run at all; the split is never used
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -72,6 +75,15 @@ def bound_names(source: str) -> set[str]:
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names.update((a.asname or a.name).split(".")[0] for a in node.names)
     return names
+
+
+@functools.lru_cache(maxsize=4096)
+def _bound_in_source(source: str) -> frozenset[str]:
+    """bound_names of a task's own code (setup, test imports): the same few strings again and again."""
+    try:
+        return frozenset(bound_names(parse(source)))
+    except (SyntaxError, ValueError):
+        return frozenset()
 
 
 def _locally_bound(tree: ast.AST) -> set[str]:
@@ -93,10 +105,20 @@ class _Splitter(ast.NodeTransformer):
     def __init__(self, trusted: set[str], local: set[str]):
         self.trusted, self.local = trusted, local
         self.exprs: list[str] = []
+        self._memo: dict[int, set[str]] = {}
+
+    def _names(self, node: ast.AST) -> set[str]:
+        """Every name used in `node`'s subtree, computed once per node (tests hold large literals)."""
+        key = id(node)
+        if key not in self._memo:
+            names = {node.id} if isinstance(node, ast.Name) else set()
+            for child in ast.iter_child_nodes(node):
+                names |= self._names(child)
+            self._memo[key] = names
+        return self._memo[key]
 
     def _untrusted_names(self, node: ast.AST) -> set[str]:
-        loaded = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
-        return loaded - self.trusted - self.local
+        return self._names(node) - self.trusted - self.local
 
     def visit(self, node: ast.AST) -> ast.AST:
         if not self._untrusted_names(node):
@@ -110,8 +132,9 @@ class _Splitter(ast.NodeTransformer):
     def _cut(self, node: ast.expr) -> ast.Name:
         src = ast.unparse(node)
         # A comprehension cut out whole keeps its own variables; only names bound outside the cut are lost.
-        loaded = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
-        used_local = (loaded & self.local) - _locally_bound(node)
+        used_local = self._names(node) & self.local
+        if used_local:
+            used_local -= _locally_bound(node)
         if used_local or isinstance(node, (ast.GeneratorExp, ast.Lambda)):
             raise UnsupportedTest(f"{src!r} uses names bound inside the test ({', '.join(sorted(used_local))})")
         self.exprs.append(src)
@@ -132,18 +155,18 @@ def split_test(line: str, trusted: set[str]) -> SplitTest:
     return SplitTest(source=line, exprs=tuple(splitter.exprs), check=ast.unparse(check))
 
 
-def trusted_names(problem: Problem, completion: str) -> set[str]:
+def trusted_names(problem: Problem, completion: ast.AST) -> set[str]:
     """Builtins and the task's test imports, minus every name the completion or setup code binds."""
-    imported = set()
-    for line in problem.test_imports:
-        imported |= bound_names(line)
-    shadowed = bound_names(completion) | bound_names(problem.setup_code)
-    return (set(dir(builtins)) | imported) - shadowed
+    imported = _bound_in_source("\n".join(problem.test_imports))
+    shadowed = bound_names(completion) | _bound_in_source(problem.setup_code)
+    return (_BUILTINS | imported) - shadowed
 
 
-def split_task(problem: Problem, completion: str) -> TaskChecks:
-    """All of a task's tests split for this completion (which builtins it shadows decides the split)."""
-    trusted = trusted_names(problem, completion)
+def split_task(problem: Problem, completion: str | ast.AST) -> TaskChecks:
+    """All of a task's tests split for this completion (which builtins it shadows decides the split).
+    `completion` is its source or, when the caller has parsed it already, its syntax tree."""
+    tree = completion if isinstance(completion, ast.AST) else parse(completion)
+    trusted = trusted_names(problem, tree)
     try:
         tests = tuple(split_test(line, trusted) for line in problem.tests)
     except UnsupportedTest as e:

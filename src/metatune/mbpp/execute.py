@@ -12,15 +12,13 @@ without reporting, a malformed or oversized result, a test shape we cannot split
 
 from __future__ import annotations
 
-import ast
 import builtins
 import json
 import signal
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from metatune.mbpp.checks import VALUE_PREFIX, TaskChecks, UnsupportedTest, split_task
+from metatune.mbpp.checks import VALUE_PREFIX, TaskChecks, UnsupportedTest, parse, split_task
 from metatune.mbpp.data import Problem
 from metatune.mbpp.samples import Sample
 from metatune.mbpp.sandbox import SandboxPool, SandboxSettings
@@ -90,14 +88,12 @@ def trusted_namespace(problem: Problem) -> dict:
 def prepare(problem: Problem, completion: str) -> TaskChecks | Verdict:
     """Split the tests for this completion, or the verdict already known without running it."""
     try:
-        with warnings.catch_warnings():  # invalid escapes in generated code are the completion's business
-            warnings.simplefilter("ignore")
-            ast.parse(completion)
+        tree = parse(completion)
     except (SyntaxError, ValueError) as e:  # ValueError: null bytes
         reason = f"line {e.lineno}: {e.msg}" if isinstance(e, SyntaxError) else str(e)
         return Verdict(problem.task_id, 0, "syntax_error", reason[:REASON_CHARS])
     try:
-        return split_task(problem, completion)
+        return split_task(problem, tree)
     except UnsupportedTest as e:
         return Verdict(problem.task_id, 0, "error", f"unsupported test: {e}"[:REASON_CHARS])
 
@@ -177,19 +173,24 @@ def execute(
 ) -> Iterator[Verdict]:
     """Verdicts for every sample, in completion order (not input order)."""
     pending: list[tuple[Sample, TaskChecks]] = []
-    for s in samples:
-        if s.task_id not in problems:
-            raise KeyError(f"sample for task {s.task_id}, which is not among the problems")
-        prepared = prepare(problems[s.task_id], s.completion)
-        if isinstance(prepared, Verdict):
-            yield Verdict(s.task_id, s.sample, prepared.status, prepared.reason)
-        else:
-            pending.append((s, prepared))
-    requests = [request(problems[s.task_id], s.completion, c, timeout_s) for s, c in pending]
-    for i, reply in pool.run_all(requests):
+    known: list[Verdict] = []  # decided without running: syntax errors, unsupported tests
+
+    def requests() -> Iterator[dict]:
+        for s in samples:
+            if s.task_id not in problems:
+                raise KeyError(f"sample for task {s.task_id}, which is not among the problems")
+            prepared = prepare(problems[s.task_id], s.completion)
+            if isinstance(prepared, Verdict):
+                known.append(Verdict(s.task_id, s.sample, prepared.status, prepared.reason))
+            else:
+                pending.append((s, prepared))
+                yield request(problems[s.task_id], s.completion, prepared, timeout_s)
+
+    for i, reply in pool.run_all(requests()):
         s, checks = pending[i]
         status, reason = judge(problems[s.task_id], checks, reply, timeout_s)
         yield Verdict(s.task_id, s.sample, status, reason[:REASON_CHARS], float(reply.get("wall", 0.0)))
+    yield from known
 
 
 def run(

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -259,11 +259,14 @@ class SandboxPool:
         finally:
             worker.close()
 
-    def run_all(self, requests: list[dict]) -> Iterator[tuple[int, dict]]:
+    def run_all(self, requests: Iterable[dict]) -> Iterator[tuple[int, dict]]:
+        """Queue each request as soon as the iterable yields it (workers start while later ones are still
+        being prepared), then yield (index, reply) in the order replies arrive."""
         out: queue.Queue = queue.Queue()
-        for i, r in enumerate(requests):
-            self._jobs.put((i, r, out))
-        for _ in requests:
+        n = 0
+        for n, r in enumerate(requests, start=1):
+            self._jobs.put((n - 1, r, out))
+        for _ in range(n):
             yield out.get()
 
     def close(self) -> None:
