@@ -38,6 +38,8 @@ def test_bad_input_names_file_line_and_task(tmp_path):
         data.load_local(bad)
     with pytest.raises(DataError, match="unknown MBPP split"):
         data.select_split([], "dev")
+    with pytest.raises(DataError, match="unknown config 'tiny'"):  # checked before the hub is reached
+        data.load_problems("hub:tiny")
 
 
 def test_few_shot_prompt_is_the_original_format():

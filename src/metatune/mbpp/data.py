@@ -9,7 +9,6 @@ give the same tasks for the same split.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,10 +81,10 @@ def load_local(path: str | Path) -> list[Problem]:
 
 def load_hub(config: str = "full") -> list[Problem]:
     """Every split of the hub's MBPP (`full` or `sanitized`), cached by `datasets` like any other download."""
-    import datasets  # imported here: it is slow to import and only this path needs it
-
     if config not in ("full", "sanitized"):
         raise DataError(f"{HUB_DATASET}: unknown config {config!r} (expected 'full' or 'sanitized')")
+    import datasets  # imported here: it is slow to import and only this path needs it
+
     dsd = datasets.load_dataset(HUB_DATASET, config)
     problems = [_problem(dict(row), f"{HUB_DATASET}/{config}/{split}") for split in dsd for row in dsd[split]]
     return sorted(problems, key=lambda p: p.task_id)
@@ -110,16 +109,3 @@ def select_split(problems: list[Problem], split: str) -> list[Problem]:
 def by_id(problems: list[Problem]) -> dict[int, Problem]:
     return {p.task_id: p for p in problems}
 
-
-def problem_to_json(p: Problem) -> str:
-    """One mbpp.jsonl line for `p` (used to write small fixture files)."""
-    return json.dumps(
-        {
-            "task_id": p.task_id,
-            "text": p.text,
-            "code": p.code,
-            "test_list": list(p.tests),
-            "test_setup_code": p.setup_code,
-            "challenge_test_list": [],
-        }
-    )
