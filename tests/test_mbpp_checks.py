@@ -8,6 +8,7 @@ import json
 import pytest
 
 from metatune.io import DataError
+from metatune.formats import render_prompt
 from metatune.mbpp import checks, data, prompts
 
 MBPP = "/work/shared/data/mbpp/mbpp.jsonl"
@@ -70,7 +71,9 @@ def test_chat_and_sft_prompts():
     assert chat.startswith(f"<user>{task.text}\n") and chat.endswith("code block.</user><assistant>")
     sft = prompts.sft_prompt(task)
     assert sft.startswith("### Instruction:\n" + task.text) and sft.endswith("\n\n### Response:\n")
-    assert prompts.SFT_PROMPT_TEMPLATE == "### Instruction:\n{prompt}\n\n### Response:\n"
+    # the same text the SFT trainers and the bins render a normalized MBPP record with
+    record_prompt = f"{task.text}\nYour code should pass these tests:\n\n" + "\n".join(task.tests)
+    assert sft == render_prompt(record_prompt)
 
 
 @pytest.mark.parametrize(

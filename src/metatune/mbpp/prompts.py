@@ -4,8 +4,7 @@ fewshot  the original 3-shot prompt of Austin et al. 2021 (tasks 2, 3, 4 as exam
          for base models.
 chat     a zero-shot instruction through the tokenizer's own chat template; for instruction-tuned models.
 sft      the completion format the workflow's LoRA adapters are trained on, so an adapter is evaluated on the
-         prompt shape it learned. The template will move to `metatune.formats.render_prompt` (built in main);
-         until then SFT_PROMPT_TEMPLATE here is its single definition.
+         prompt shape it learned (`metatune.formats.render_prompt`, the one definition of that template).
 """
 
 from __future__ import annotations
@@ -13,11 +12,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from metatune.formats import render_prompt
 from metatune.io import DataError
 from metatune.mbpp.data import Problem
 
 FEW_SHOT_IDS = (2, 3, 4)
-SFT_PROMPT_TEMPLATE = "### Instruction:\n{prompt}\n\n### Response:\n"
 _TASK = "You are an expert Python programmer, and here is your task: {text} Your code should pass these tests:\n\n{tests}\n"
 _INSTRUCTION = "{text}\nYour code should pass these tests:\n\n{tests}\n"
 _CHAT_SUFFIX = "\nWrite the Python code in a single ```python code block."
@@ -65,7 +64,7 @@ def chat_prompt(problem: Problem, tokenizer) -> str:
 
 
 def sft_prompt(problem: Problem) -> str:
-    return SFT_PROMPT_TEMPLATE.format(prompt=_INSTRUCTION.format(text=problem.text, tests=_tests(problem)).rstrip())
+    return render_prompt(_INSTRUCTION.format(text=problem.text, tests=_tests(problem)).rstrip())
 
 
 def build_prompt(fmt: str, problem: Problem, examples: list[Problem] | None = None, tokenizer=None) -> str:
