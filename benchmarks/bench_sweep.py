@@ -57,7 +57,8 @@ def main() -> None:
         # `-q rules` prints the job counts per rule; a plain `-n` also prints every one of the 10,000 jobs.
         for label, quiet in (("dry run, job counts (-n -q rules)", ["-q", "rules"]), ("dry run, every job (-n)", [])):
             elapsed, proc = snakemake(Path(tmp), sweep_config(20), "-n", *quiet)
-            n_trials = sum(int(line.split()[1]) for line in proc.stdout.splitlines()
+            stats = proc.stdout.split("Job stats:")[1].split("total")[0]  # printed twice; the first is enough
+            n_trials = sum(int(line.split()[1]) for line in stats.splitlines()
                            if len(line.split()) == 2 and line.split()[0].startswith("trial_"))
             print(f"{label}: {n_trials} trials in {elapsed:.1f} s (target 15 s: {15 / elapsed:.2f}x inside it)")
     if args.skip_run:
