@@ -108,16 +108,18 @@ def test_faulty_trials_are_recorded_and_the_sweep_finishes(tmp_path):
 
 def test_a_second_run_on_the_same_directory_refuses(tmp_path):
     slow = tmp_path / "slow.py"
-    slow.write_text("import json, sys, time\ntime.sleep(2)\njson.dump({'val_loss': 1.0}, open(sys.argv[1], 'w'))\n")
+    slow.write_text("import json, sys, time\ntime.sleep(5)\njson.dump({'val_loss': 1.0}, open(sys.argv[1], 'w'))\n")
     cfg = yaml.safe_load(TINY.read_text())
     cfg["training"] = {"mode": "external", "external_command": f"{sys.executable} {slow} {{metrics_path}}"}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     first = start(tmp_path, path)
     try:
-        deadline = time.monotonic() + 60
-        while not list((tmp_path / ".snakemake" / "locks").glob("*")) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        # Trials running means the first run holds its lock (taken before the first job starts).
+        deadline = time.monotonic() + 300
+        while not list((tmp_path / "logs" / "trials").rglob("*.log")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert list((tmp_path / ".snakemake" / "locks").glob("*")), "the first run never started its trials"
         second = run_snakemake(tmp_path, "--cores", "1", "--configfile", str(path), check=False)
         assert second.returncode != 0
         assert "Directory cannot be locked" in second.stderr + second.stdout
