@@ -18,4 +18,5 @@ rule all:
         tables=rules.prepare_nanogpt_data.input,
         runs="results/tables/runs.csv",
         best="results/tables/best.csv",
+        recommendations=rules.recommendations.input,
     default_target: True
