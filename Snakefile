@@ -14,9 +14,9 @@ include: "rules/sweep.smk"
 
 
 rule all:
+    default_target: True
     input:
         tables=rules.prepare_nanogpt_data.input,
         runs="results/tables/runs.csv",
         best="results/tables/best.csv",
         recommendations=rules.recommendations.input,
-    default_target: True

@@ -46,7 +46,7 @@ def space_filling(space: dict, size: int, design: str, seed: int) -> list[dict]:
     chosen: dict[str, dict] = {}
     # Coarse grids make designs collide on the same grid point; draw more until `size` distinct ones exist.
     for _ in range(64):
-        for u in sampler.random(max(size, 8)):
+        for u in sampler.random(1 << max(3, (size - 1).bit_length())):  # Sobol wants powers of 2
             hp = coerce(space, {n: space[n]["grid"][min(int(x * len(space[n]["grid"])), len(space[n]["grid"]) - 1)]
                                 for n, x in zip(names, u)})
             chosen.setdefault(canonical_hp(hp), hp)
