@@ -71,18 +71,20 @@ rule propose:
 rule recommend:
     input:
         history="results/stage1/history.csv",
-        metafeatures=expand("results/data/{dataset}/metafeatures.json", dataset=DATASETS),
+        metafeatures=expand(
+            "results/data/{dataset}/metafeatures.json", dataset=DATASETS
+        ),
     output:
         "results/recommend/{dataset}.json",
+    log:
+        "logs/recommend/{dataset}.log",
+    conda:
+        "../envs/metatune.yaml"
     params:
         space=config["space"],
         n=config["optimizer"]["recommend_n"],
         seed=config["seed"],
         datasets=list(DATASETS),
-    log:
-        "logs/recommend/{dataset}.log",
-    conda:
-        "../envs/metatune.yaml"
     script:
         "../workflow/scripts/recommend.py"
 

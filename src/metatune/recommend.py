@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         space = config.load(args.space)["space"]
         target_mf = read_json(args.metafeatures)
-        if "hp_" + next(iter(space)) in pd.read_csv(args.history, nrows=0).columns:
+        columns = pd.read_csv(args.history, nrows=0).columns
+        if "val_loss" in columns or any(c.startswith("hp_") for c in columns):  # a runs.csv
             table, metafeatures = read_runs(args.history, space)
         else:
             table = history.read_history_csv(args.history, space)
@@ -96,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
         # metafeatures.json files of the history's datasets, named by their folder (results/data/{dataset}/).
         metafeatures.update({Path(p).parent.name: read_json(p) for p in args.source_metafeatures})
         doc = recommend(space, table, {**metafeatures, args.dataset: target_mf}, args.dataset, args.n, args.seed)
+    except KeyError as e:  # a history.csv without one of the space's columns
+        print(f"metatune recommend: {args.history}: missing column {e}", file=sys.stderr)
+        return 2
     except (config.ConfigError, DataError, ValueError, OSError) as e:
         print(f"metatune recommend: {e}", file=sys.stderr)
         return 2

@@ -162,7 +162,7 @@ def build(tasks: dict[str, Task], target: str, mf: dict[str, np.ndarray], dim: i
     else:
         lengthscales, signal, noise = np.full(dim, 0.3), 1.0, 0.05
 
-    source_mf = np.array([mf[s.name] for s in sources]).reshape(len(sources), -1)
+    source_mf = np.array([mf[s.name] for s in sources]).reshape(len(sources), len(mf[target]))
     relevance = metric_relevance(sources, source_mf)
     gaps = source_mf - mf[target]
     distances = np.sqrt((gaps ** 2 * relevance).sum(1) / relevance.sum()) if relevance.size else np.zeros(len(sources))
