@@ -191,6 +191,7 @@ def evaluate(name: str, space: dict, tables: dict[str, Table], metafeatures: dic
                 median = np.median(np.where(np.isfinite(table.objective), table.objective, np.inf))
                 zero_shot_wins.append(bool(np.isfinite(first) and first < median))
         timings[method] = time.perf_counter() - t0
+        print(f"{name}: {method} done in {timings[method]:.0f} s", flush=True)
     report(name, curves, timings, zero_shot_wins, len(tables), len(seeds))
     plot(name, curves)
 

@@ -41,8 +41,7 @@ class EnsembleSettings:
 
 @dataclass(frozen=True)
 class Ensemble:
-    names: list[str]  # sources, then the target if it has a model
-    models: list[gplib.GP]
+    models: list[gplib.GP]  # the sources', then the target's if it has one
     weights: np.ndarray
     prior: np.ndarray  # metafeature weights of the sources
     distances: np.ndarray  # metafeature distances of the sources to the target
@@ -168,11 +167,9 @@ def build(tasks: dict[str, Task], target: str, mf: dict[str, np.ndarray], dim: i
     distances = np.sqrt((gaps ** 2 * relevance).sum(1) / relevance.sum()) if relevance.size else np.zeros(len(sources))
     prior = prior_weights(distances, settings.neighbours)
 
-    names = [s.name for s in sources]
     if mine is not None and len(mine.z) >= 2:
         models = models + [gplib.build(mine.x, mine.z, lengthscales, signal, noise)]
-        names = names + [target]
         weights = rgpe_weights(models, mine, prior, settings, rng) if len(sources) else np.ones(1)
     else:
         weights = prior
-    return Ensemble(names, models, weights, prior, distances, sources, mine, lengthscales)
+    return Ensemble(models, weights, prior, distances, sources, mine, lengthscales)

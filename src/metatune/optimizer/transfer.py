@@ -41,9 +41,7 @@ class TransferSettings:
 class Pick:
     hp: dict
     mean: float  # predicted normal score (lower is better)
-    std: float
     fail: float  # predicted failure probability
-    score: float
 
 
 def _rng(seed: int, target: str, history: pd.DataFrame) -> np.random.Generator:
@@ -77,16 +75,17 @@ def around(points: np.ndarray, n: int, scales: tuple[float, ...], rng: np.random
 
 
 def score(model: ens.Ensemble, x: np.ndarray, incumbent: float | None, pseudocount: float):
+    """(utility to maximize, predicted mean, failure probability) of each candidate."""
     mu, var = model.predict(x, variance=incumbent is not None)
-    std = np.sqrt(var)
     fail = model.fail_rate(x, pseudocount)
     if incumbent is None:  # rank by the expected normalized objective, a failure counting as the worst
         util = (1 - fail) * np.maximum(WORST_SCORE - mu, 0.0)
     else:
+        std = np.sqrt(var)
         gap = incumbent - mu
         ei = gap * norm.cdf(gap / std) + std * norm.pdf(gap / std)
         util = (1 - fail) * np.maximum(ei, 0.0)
-    return util, mu, std, fail
+    return util, mu, fail
 
 
 def select(space: dict, model: ens.Ensemble, tried: np.ndarray, incumbent: float | None, n: int,
@@ -101,7 +100,7 @@ def select(space: dict, model: ens.Ensemble, tried: np.ndarray, incumbent: float
     best = x[np.argsort(-util, kind="stable")[: settings.refine_top]]
     more, x_more = decode(space, around(best, settings.n_local, (settings.local_scales[0] / 3,), rng))
     configs, x = configs + more, np.concatenate([x, x_more])
-    util, mu, std, fail = score(model, x, incumbent, settings.ensemble.fail_pseudocount)
+    util, mu, fail = score(model, x, incumbent, settings.ensemble.fail_pseudocount)
     # Never a configuration the target already tried (finalize would drop it and fall back on random ones).
     if len(tried):
         near = np.sqrt(((x[:, None, :] - tried[None, :, :]) ** 2).sum(-1)).min(1) < NEAR_DUPLICATE
@@ -111,7 +110,7 @@ def select(space: dict, model: ens.Ensemble, tried: np.ndarray, incumbent: float
         i = int(np.argmax(util))
         if not np.isfinite(util[i]):
             break
-        picks.append(Pick(configs[i], float(mu[i]), float(std[i]), float(fail[i]), float(util[i])))
+        picks.append(Pick(configs[i], float(mu[i]), float(fail[i])))
         dist2 = ((x - x[i]) ** 2).sum(1)
         util = util * (1 - np.exp(-dist2 / (2 * settings.diversity_radius ** 2)))
         util[dist2 < NEAR_DUPLICATE ** 2] = -np.inf
