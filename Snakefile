@@ -19,3 +19,4 @@ rule all:
         tables=rules.prepare_nanogpt_data.input,
         runs="results/tables/runs.csv",
         best="results/tables/best.csv",
+        recommendations=rules.recommendations.input,

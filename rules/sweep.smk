@@ -66,6 +66,29 @@ rule propose:
         "../workflow/scripts/propose.py"
 
 
+# Leave-one-out: what the zero-shot method would have recommended for each dataset from the others' trials,
+# to compare with what its own sweep found.
+rule recommend:
+    input:
+        history="results/stage1/history.csv",
+        metafeatures=expand(
+            "results/data/{dataset}/metafeatures.json", dataset=DATASETS
+        ),
+    output:
+        "results/recommend/{dataset}.json",
+    log:
+        "logs/recommend/{dataset}.log",
+    conda:
+        "../envs/metatune.yaml"
+    params:
+        space=config["space"],
+        n=config["optimizer"]["recommend_n"],
+        seed=config["seed"],
+        datasets=list(DATASETS),
+    script:
+        "../workflow/scripts/recommend.py"
+
+
 rule trial_stage2:
     input:
         **TRIAL_DATA,
@@ -178,6 +201,11 @@ rule stage2:
 rule reruns:
     input:
         trial_metrics("rerun"),
+
+
+rule recommendations:
+    input:
+        expand("results/recommend/{dataset}.json", dataset=DATASETS),
 
 
 rule export_csv:

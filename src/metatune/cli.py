@@ -14,6 +14,7 @@ import sys
 SUBCOMMANDS = {
     "check-config": "metatune.config_cli",
     "mbpp-score": "metatune.mbpp.cli",
+    "recommend": "metatune.recommend",
 }
 
 

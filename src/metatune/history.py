@@ -49,9 +49,14 @@ def read_history_csv(path: str | Path, space: dict):
 
     df = pd.read_csv(path, dtype={"dataset": str, "run_id": str, "stage": str, "status": str}, keep_default_na=False,
                      na_values={"objective": [""]})
+    return restore_choices(df, space)
+
+
+def restore_choices(df, space: dict, prefix: str = ""):
+    """Categorical choices come back from CSV as text; map them to the choice objects they name (columns
+    `prefix + name`: runs.csv calls them hp_<name>)."""
     for name, p in space.items():
         if p["type"] == "categorical":
-            # Categorical choices come back from CSV as text; map them to the choice objects they name.
             by_text = {str(c): c for c in p["choices"]}
-            df[name] = df[name].map(lambda v: by_text.get(str(v), v))
+            df[prefix + name] = df[prefix + name].map(lambda v: by_text.get(str(v), v))
     return df

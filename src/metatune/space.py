@@ -66,16 +66,51 @@ def stage1_configs(space: dict, design: str, size: int | None, seed: int) -> dic
     return {stage1_trial_id(hp): hp for hp in points}
 
 
-def unit_vector(space: dict, hp: dict) -> list[float]:
-    """The configuration in [0, 1]^d (log scales where the parameter has one; categoricals one-hot), for
-    distances between configurations."""
-    out: list[float] = []
+def _is_log(p: dict) -> bool:
+    return p["type"] == "log_float" or bool(p.get("log"))
+
+
+def unit_matrix(space: dict, columns) -> "np.ndarray":
+    """Configurations in [0, 1]^d, one row each (log scales where the parameter has one; categoricals one-hot),
+    for distances between configurations and for models of them. `columns` maps each parameter to its values
+    (a DataFrame, or a dict of lists); whole columns at a time, so a history of thousands of trials is fast."""
+    import numpy as np
+
+    parts = []
     for name, p in space.items():
-        v = hp[name]
+        values = np.asarray(columns[name], dtype=object if p["type"] == "categorical" else float)
         if p["type"] == "categorical":
-            out.extend(1.0 if v == c else 0.0 for c in p["choices"])
-        elif p["type"] == "log_float" or p.get("log"):
-            out.append((math.log(v) - math.log(p["low"])) / (math.log(p["high"]) - math.log(p["low"])))
+            parts.extend((values == c).astype(float) for c in p["choices"])
+            continue
+        v = values
+        if _is_log(p):
+            parts.append((np.log(v) - math.log(p["low"])) / (math.log(p["high"]) - math.log(p["low"])))
         else:
-            out.append((v - p["low"]) / (p["high"] - p["low"]))
-    return out
+            parts.append((v - p["low"]) / (p["high"] - p["low"]))
+    return np.column_stack(parts) if parts else np.zeros((len(values), 0))
+
+
+def unit_vector(space: dict, hp: dict) -> list[float]:
+    """One configuration in [0, 1]^d (see `unit_matrix`)."""
+    return unit_matrix(space, {k: [v] for k, v in hp.items()})[0].tolist()
+
+
+def from_unit(space: dict, u) -> dict:
+    """The configuration at point `u` of the unit cube (the inverse of `unit_vector`, up to rounding): values
+    are clipped to the bounds, ints rounded, and a categorical takes the choice with the largest coordinate."""
+    hp: dict = {}
+    i = 0
+    for name, p in space.items():
+        if p["type"] == "categorical":
+            block = list(u[i:i + len(p["choices"])])
+            hp[name] = p["choices"][block.index(max(block))]
+            i += len(p["choices"])
+            continue
+        x = min(1.0, max(0.0, float(u[i])))
+        if _is_log(p):
+            v = math.exp(math.log(p["low"]) + x * (math.log(p["high"]) - math.log(p["low"])))
+        else:
+            v = p["low"] + x * (p["high"] - p["low"])
+        hp[name] = min(p["high"], max(p["low"], v))  # exp(log(high)) may round past high
+        i += 1
+    return coerce(space, hp)

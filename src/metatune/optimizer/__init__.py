@@ -14,17 +14,20 @@ import pandas as pd
 
 from metatune.optimizer.baselines import propose_gp, propose_grid, propose_random, propose_tpe
 from metatune.optimizer.common import check_history, finalize
+from metatune.optimizer.transfer import propose_transfer, propose_zero_shot
 
 METHODS: dict[str, Callable] = {
     "random": propose_random,
     "grid": propose_grid,
     "tpe": propose_tpe,
     "gp": propose_gp,
+    "transfer": propose_transfer,
+    "zero_shot": propose_zero_shot,
 }
 
 
 def propose(space: dict, history: pd.DataFrame, target: str, metafeatures: dict, n: int,
-            method: str = "tpe", seed: int = 0) -> list[dict]:
+            method: str = "transfer", seed: int = 0) -> list[dict]:
     """`n` distinct configurations for `target`, none a (near-)duplicate of one it already tried."""
     if method not in METHODS:
         raise ValueError(f"optimizer.method: unknown method {method!r} (one of {sorted(METHODS)})")

@@ -18,7 +18,7 @@ def check_history(space: dict, history: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in ("dataset", "objective", "status", *space) if c not in history.columns]
     if missing:
         raise ValueError(f"history: missing columns {missing}")
-    bad = set(history["status"]) - STATUSES
+    bad = set(history["status"].unique()) - STATUSES
     if bad:
         raise ValueError(f"history: unknown status values {sorted(bad)}")
     return history.reset_index(drop=True)
