@@ -24,16 +24,18 @@
 #   METATUNE_SLURM_STATE    state dir: configs' spool, database, logs, PIDs     [/tmp/metatune-slurm]
 #   METATUNE_SLURM_ACCOUNT  the account created for the test user(s)            [metatune]
 #   METATUNE_SLURM_USERS    users added to that account                         [root and $SUDO_USER]
-#   METATUNE_SLURM_CPUS     CPUs the node advertises (may exceed the real ones) [4]
-#   METATUNE_SLURM_MEM_MB   memory the node advertises                          [8192]
+#   METATUNE_SLURM_CPUS     CPUs the node advertises (may exceed the real ones) [16]
+#   METATUNE_SLURM_MEM_MB   memory the node advertises (not enforced)           [131072]
 #   METATUNE_SLURM_GPUS     fake GPUs on the node                               [2]
 set -euo pipefail
 
 STATE=${METATUNE_SLURM_STATE:-/tmp/metatune-slurm}
 ACCOUNT=${METATUNE_SLURM_ACCOUNT:-metatune}
 USERS=${METATUNE_SLURM_USERS:-root ${SUDO_USER:-}}
-CPUS=${METATUNE_SLURM_CPUS:-4}
-MEM_MB=${METATUNE_SLURM_MEM_MB:-8192}
+# An Euler-like GPU node by default, so profiles/slurm's requests (4 CPUs and 16 GB per trial, 8 CPUs per
+# group) fit unchanged. Nothing enforces them here: the test jobs sleep or run the simulated trainer.
+CPUS=${METATUNE_SLURM_CPUS:-16}
+MEM_MB=${METATUNE_SLURM_MEM_MB:-131072}
 GPUS=${METATUNE_SLURM_GPUS:-2}
 
 CLUSTER=metatune
@@ -141,7 +143,7 @@ JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
 # Node-local scratch (sbatch --tmp checks TmpDisk on the node, in MB).
 TmpFS=$STATE/tmp
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB TmpDisk=20480 Gres=gpu:$GPUS,gpumem:$((GPUS * 24))G State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB TmpDisk=102400 Gres=gpu:$GPUS,gpumem:$((GPUS * 24))G State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
 
