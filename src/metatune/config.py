@@ -123,7 +123,8 @@ def _check_param(name: str, p: dict) -> None:
             raise ConfigError(f"{key}.low: a log scale needs low > 0, got {low}")
         for v in p["grid"]:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ConfigError(f"{key}.grid: {v!r} is not a number")
+                hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if isinstance(v, str) else ""
+                raise ConfigError(f"{key}.grid: {v!r} is not a number{hint}")
             if p["type"] == "int" and v != int(v):
                 raise ConfigError(f"{key}.grid: {v!r} is not an integer")
             if not low <= v <= high:

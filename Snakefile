@@ -1,0 +1,21 @@
+# metatune: meta-tuning of LoRA hyperparameters across many datasets.
+# This file is the index: the rules live in rules/, the code in src/metatune/, the settings in config/.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/sweep.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        tables=rules.prepare_nanogpt_data.input,
+        runs="results/tables/runs.csv",
+        best="results/tables/best.csv",

@@ -1,0 +1,13 @@
+"""Rule stage1_history: every dataset's stage-1 trials as one table for the optimizer."""
+
+from metatune import history
+from metatune.rulelog import log_to
+
+
+def main(smk) -> None:
+    with log_to(smk.log[0]):
+        rows = history.history_rows(history.read_metrics(smk.input.metrics), smk.params.space)
+        history.write_history_csv(smk.output[0], rows, smk.params.space)
+
+
+main(snakemake)  # noqa: F821 - Snakemake's script directive defines `snakemake`

@@ -1,0 +1,18 @@
+"""Rule summarize_reruns: best.csv, the mean and 95% interval of every rerun configuration, winners marked."""
+
+from metatune import export, history, select
+from metatune.io import read_json
+from metatune.rulelog import log_to
+
+
+def main(smk) -> None:
+    with log_to(smk.log[0]):
+        rerun_metrics = history.read_metrics(smk.input.metrics)
+        rows = []
+        for dataset, selection_path in zip(smk.params.datasets, smk.input.selections):
+            mine = [m for m in rerun_metrics if m["dataset"] == dataset]
+            rows += [{"dataset": dataset, **r} for r in select.summarize_reruns(mine, read_json(selection_path))]
+        export.write_csv(smk.output[0], export.BEST_COLUMNS, rows)
+
+
+main(snakemake)  # noqa: F821 - Snakemake's script directive defines `snakemake`
