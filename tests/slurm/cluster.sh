@@ -87,11 +87,17 @@ write_configs() {
 
     # Fake GPUs: character devices with /dev/null's numbers. Slurm only needs a device file per GPU to
     # bind it to a job and export CUDA_VISIBLE_DEVICES; nothing ever opens them.
-    local i gres_file=""
+    # Without the right to create device nodes (some containers), the GPUs are plain counts: --gpus=1 still
+    # works, only CUDA_VISIBLE_DEVICES is not set in jobs.
+    local i gres_file="Count=$GPUS"
     for ((i = 0; i < GPUS; i++)); do
-        [[ -c $STATE/dev/gpu$i ]] || mknod "$STATE/dev/gpu$i" c 1 3
+        [[ -c $STATE/dev/gpu$i ]] || mknod "$STATE/dev/gpu$i" c 1 3 2>/dev/null || break
     done
-    ((GPUS > 0)) && gres_file="File=$STATE/dev/gpu[0-$((GPUS - 1))]"
+    if ((GPUS > 0)) && [[ -c $STATE/dev/gpu$((GPUS - 1)) ]]; then
+        gres_file="File=$STATE/dev/gpu[0-$((GPUS - 1))]"
+    elif ((GPUS > 0)); then
+        log "warning: cannot create device nodes; fake GPUs without device files (no CUDA_VISIBLE_DEVICES)"
+    fi
 
     cat >"$CONF_DIR/slurm.conf" <<EOF
 $MARKER
