@@ -1,18 +1,28 @@
-# The two commands a newcomer needs (README): `make demo` and `make test`. Both install first.
+# The two commands a newcomer needs (README): `make demo` and `make test`. Both install what they need first.
 PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check
+# Debian packages the tests use: bubblewrap (the MBPP sandbox) and graphviz (DAG pictures).
+DEBIAN_PACKAGES = bubblewrap graphviz
 
-.PHONY: install demo test dag
+.PHONY: install system-packages demo test dag
 
 # torch first and pinned, so pip takes the CPU wheel instead of resolving a multi-GB CUDA build.
 install:
 	$(PIP_INSTALL) torch==2.13.0
 	$(PIP_INSTALL) -e ".[dev]"
 
+# Installs the Debian packages when it can (root with apt-get); otherwise says what the tests will miss.
+system-packages:
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES) >/dev/null; \
+	else \
+		for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo "note: Debian package $$p is missing (install it as root)"; done; \
+	fi
+
 demo: install
 	snakemake --cores 2
 
-test: install
+test: install system-packages
 	$(PYTHON) -m pytest -q tests
 
 # The rule graph of the default workflow, as in the README.

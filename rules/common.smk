@@ -49,63 +49,63 @@ def trial_metrics(stage, datasets=None):
     ]
 
 
-def trial_data(wildcards):
-    """The data a trial reads: always the metafeatures; the bins for trainers that train on them."""
-    data = {"metafeatures": f"results/data/{wildcards.dataset}/metafeatures.json"}
-    if config["training"]["mode"] in TRAINERS_READING_BINS:
-        data["train"] = f"results/bins/{wildcards.dataset}/train.bin"
-        data["val"] = f"results/bins/{wildcards.dataset}/val.bin"
-    return data
-
-
-def trial_seed(stage, trial):
-    """Stages 1 and 2 share the base seed (configurations compare fairly); rerun seed s is a new one."""
-    if stage == "rerun":
-        return config["seed"] + 1000 + int(trial.rsplit("seed", 1)[1])
-    return config["seed"]
-
-
-def trial_spec(stage, wildcards, input, output):
-    """The TrialSpec (metatune.contract) as JSON; stage-2 and rerun trials get their hp from --hp-file."""
-    settings = config["stage1"] if stage == "stage1" else config["stage2"]
-    budget = settings["token_budget"] or config["stage1"]["token_budget"]
-    seq_len = settings["seq_len"] or config["stage1"]["seq_len"]
-    if stage == "rerun":
-        budget = max(
-            1,
-            round(
-                config["stage1"]["token_budget"]
-                * config["rerun"]["token_budget_factor"]
-            ),
-        )
-        seq_len = config["stage1"]["seq_len"]
-    bins = f"results/bins/{wildcards.dataset}"
-    spec = {
-        "run_id": wildcards.trial,
-        "stage": stage,
-        "dataset": wildcards.dataset,
-        "seed": trial_seed(stage, wildcards.trial),
-        "hp": STAGE1[wildcards.trial] if stage == "stage1" else None,
-        "token_budget": budget,
-        "seq_len": seq_len,
-        "train_path": f"{bins}/train.bin",
-        "val_path": f"{bins}/val.bin",
-        "metafeatures_path": input.metafeatures,
-        "out_dir": os.path.dirname(output.metrics),
-        "trainer": config["training"]["mode"],
-        "settings": config["training"],
-        "save_adapter": stage == "rerun" and config["rerun"]["save_adapter"],
+# What every trial reads, as wildcard patterns: the metafeatures, and the bins for trainers that train on them.
+# Static patterns, not input functions: a sweep has thousands of trials, and Snakemake calls a function per job.
+TRIAL_DATA = {"metafeatures": "results/data/{dataset}/metafeatures.json"}
+if config["training"]["mode"] in TRAINERS_READING_BINS:
+    TRIAL_DATA |= {
+        "train": "results/bins/{dataset}/train.bin",
+        "val": "results/bins/{dataset}/val.bin",
     }
-    return json.dumps(spec, sort_keys=True)
 
 
-def hp_source(stage, wildcards):
-    """--hp-file/--hp-index arguments of a stage-2 or rerun trial."""
-    if stage == "stage2":
-        round_, k = wildcards.trial[1:].split("-")
-        return f"--hp-file results/stage2/{wildcards.dataset}/round{round_}/proposals.json --hp-index {k}"
-    rank = wildcards.trial[3:].split("-")[0]
-    return f"--hp-file results/rerun/{wildcards.dataset}/selection.json --hp-index {int(rank) - 1}"
+def stage_settings_json(stage):
+    """The JSON every trial of a stage shares (metatune.trial builds its TrialSpec from it and its wildcards)."""
+    settings = {
+        "stage1": (config["stage1"]["token_budget"], config["stage1"]["seq_len"]),
+        "stage2": (
+            config["stage2"]["token_budget"] or config["stage1"]["token_budget"],
+            config["stage2"]["seq_len"] or config["stage1"]["seq_len"],
+        ),
+        "rerun": (
+            max(
+                1,
+                round(
+                    config["stage1"]["token_budget"]
+                    * config["rerun"]["token_budget_factor"]
+                ),
+            ),
+            config["stage1"]["seq_len"],
+        ),
+    }
+    token_budget, seq_len = settings[stage]
+    return json.dumps(
+        {
+            "stage": stage,
+            "base_seed": config["seed"],
+            "token_budget": token_budget,
+            "seq_len": seq_len,
+            "trainer": config["training"]["mode"],
+            "training": config["training"],
+            "save_adapter": stage == "rerun" and config["rerun"]["save_adapter"],
+        },
+        sort_keys=True,
+    )
+
+
+# Trials get these through functions: a plain string param would be wildcard-expanded, and the external
+# trainer's command template is full of braces.
+STAGE_SETTINGS = {
+    stage: stage_settings_json(stage) for stage in ("stage1", "stage2", "rerun")
+}
+
+
+def stage_settings(stage):
+    return lambda wildcards: STAGE_SETTINGS[stage]
+
+
+def stage1_hp(wildcards):
+    return json.dumps(STAGE1[wildcards.trial], sort_keys=True)
 
 
 def earlier_rounds(wildcards):

@@ -1,26 +1,29 @@
 # The sweep: a stage-1 grid, R rounds of stage-2 proposals, reruns of the top K with new seeds, and the tables.
 # Every trial is a file target; stage-2 and rerun trials read their hyperparameters from the proposals or
 # selection file at run time, so the DAG is static and `snakemake -n` shows every job.
+# A trial's only declared output is metrics.json (written last, atomically); curve.csv and spec.json beside it
+# are written before it. Each declared file costs the DAG time, and sweeps have tens of thousands of trials.
 
 
 rule trial_stage1:
     input:
-        unpack(trial_data),
+        **TRIAL_DATA,
     output:
         metrics="results/trials/stage1/{dataset}/{trial}/metrics.json",
-        curve="results/trials/stage1/{dataset}/{trial}/curve.csv",
     log:
         "logs/trials/stage1/{dataset}/{trial}.log",
-    benchmark:
-        "results/benchmarks/trials/stage1/{dataset}/{trial}.tsv"
     wildcard_constraints:
         trial=r"g[0-9a-f]{10}",
     conda:
         "../envs/metatune.yaml"
     params:
-        spec=lambda wc, input, output: trial_spec("stage1", wc, input, output),
+        settings=stage_settings("stage1"),
+        hp=stage1_hp,
     shell:
-        "python -m metatune.trial {params.spec:q} > {log} 2>&1"
+        "python -m metatune.trial --stage-settings {params.settings:q} --dataset {wildcards.dataset}"
+        " --run-id {wildcards.trial} --metafeatures {input.metafeatures} --metrics {output.metrics}"
+        " --hp {params.hp:q} --train results/bins/{wildcards.dataset}/train.bin --val results/bins/{wildcards.dataset}/val.bin"
+        " > {log} 2>&1"
 
 
 rule stage1_history:
@@ -65,24 +68,24 @@ rule propose:
 
 rule trial_stage2:
     input:
-        unpack(trial_data),
-        proposals=lambda wc: f"results/stage2/{wc.dataset}/round{wc.trial[1:].split('-')[0]}/proposals.json",
+        **TRIAL_DATA,
+        proposals="results/stage2/{dataset}/round{round}/proposals.json",
     output:
-        metrics="results/trials/stage2/{dataset}/{trial}/metrics.json",
-        curve="results/trials/stage2/{dataset}/{trial}/curve.csv",
+        metrics="results/trials/stage2/{dataset}/r{round}-{index}/metrics.json",
     log:
-        "logs/trials/stage2/{dataset}/{trial}.log",
-    benchmark:
-        "results/benchmarks/trials/stage2/{dataset}/{trial}.tsv"
+        "logs/trials/stage2/{dataset}/r{round}-{index}.log",
     wildcard_constraints:
-        trial=r"r\d+-\d+",
+        index=r"\d+",
     conda:
         "../envs/metatune.yaml"
     params:
-        spec=lambda wc, input, output: trial_spec("stage2", wc, input, output),
-        hp_source=lambda wc: hp_source("stage2", wc),
+        settings=stage_settings("stage2"),
     shell:
-        "python -m metatune.trial {params.spec:q} {params.hp_source} > {log} 2>&1"
+        "python -m metatune.trial --stage-settings {params.settings:q} --dataset {wildcards.dataset}"
+        " --run-id r{wildcards.round}-{wildcards.index} --metafeatures {input.metafeatures}"
+        " --metrics {output.metrics} --hp-file {input.proposals} --hp-index {wildcards.index}"
+        " --train results/bins/{wildcards.dataset}/train.bin --val results/bins/{wildcards.dataset}/val.bin"
+        " > {log} 2>&1"
 
 
 rule select:
@@ -103,24 +106,25 @@ rule select:
 
 rule trial_rerun:
     input:
-        unpack(trial_data),
+        **TRIAL_DATA,
         selection="results/rerun/{dataset}/selection.json",
     output:
-        metrics="results/trials/rerun/{dataset}/{trial}/metrics.json",
-        curve="results/trials/rerun/{dataset}/{trial}/curve.csv",
+        metrics="results/trials/rerun/{dataset}/top{rank}-seed{seed}/metrics.json",
     log:
-        "logs/trials/rerun/{dataset}/{trial}.log",
-    benchmark:
-        "results/benchmarks/trials/rerun/{dataset}/{trial}.tsv"
+        "logs/trials/rerun/{dataset}/top{rank}-seed{seed}.log",
     wildcard_constraints:
-        trial=r"top\d+-seed\d+",
+        rank=r"[1-9]\d*",
+        seed=r"[1-9]\d*",
     conda:
         "../envs/metatune.yaml"
     params:
-        spec=lambda wc, input, output: trial_spec("rerun", wc, input, output),
-        hp_source=lambda wc: hp_source("rerun", wc),
+        settings=stage_settings("rerun"),
     shell:
-        "python -m metatune.trial {params.spec:q} {params.hp_source} > {log} 2>&1"
+        "python -m metatune.trial --stage-settings {params.settings:q} --dataset {wildcards.dataset}"
+        " --run-id top{wildcards.rank}-seed{wildcards.seed} --metafeatures {input.metafeatures}"
+        " --metrics {output.metrics} --hp-file {input.selection} --hp-rank {wildcards.rank}"
+        " --seed-index {wildcards.seed} --train results/bins/{wildcards.dataset}/train.bin"
+        " --val results/bins/{wildcards.dataset}/val.bin > {log} 2>&1"
 
 
 rule summarize_reruns:

@@ -255,3 +255,23 @@ def test_metafeatures_are_deterministic_and_sensible(tmp_path, shared):
         assert 0 < mf["compression_ratio"] < 1 and 0 < mf["vocab_coverage"] < 1
         assert mf["doc_len_median"] <= mf["doc_len_p95"]
         assert mf["n_tokens"] > 0 and mf["token_entropy"] > 3
+
+
+def test_empty_source_file_is_an_error(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(DataError, match="dataset d: .*(produced no records|empty)"):
+        sources.prefetch({"kind": "local", "paths": [str(empty)]}, "d", tmp_path / "raw")
+
+
+def test_one_enormous_line_is_tokenized_in_bounded_pieces(tmp_path, shared):
+    """A 3 MB single-line document with a 64 kB chunk: tokenized piece by piece, the same tokens as whole."""
+    text = (shared / "tinyshakespeare" / "input.txt").read_text().replace("\n", " ") * 3
+    (tmp_path / "train.jsonl").write_text(json.dumps({"text": text}) + "\n" + json.dumps({"text": "tail"}) + "\n")
+    tok = get_tokenizer("gpt2")
+    meta = bins.write_bin(tmp_path / "train.jsonl", tmp_path / "train.bin", tok, bins.BinSettings(chunk_bytes=64_000))
+    data = np.fromfile(tmp_path / "train.bin", dtype=np.uint16).tolist()
+    whole = tok.encode_batch([text, "tail"])
+    assert meta["n_docs"] == 2 and data.count(tok.eot) == 2
+    assert data == whole[0] + [tok.eot] + whole[1] + [tok.eot]
+    assert max(len(p) for p in bins.split_long(text, 64_000)) <= 64_000

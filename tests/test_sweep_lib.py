@@ -170,6 +170,9 @@ PARSE = "import argparse, json, sys, time\np = argparse.ArgumentParser()\n" + ""
     (PARSE + "json.dump({'val_loss': 'low'}, open(a.metrics, 'w'))\n", "failed", "val_loss must be a number"),
     (PARSE + "pass\n", "failed", "wrote no metrics file"),
     (PARSE + "open(a.metrics, 'w').write('{\"val_loss\": NaN}')\n", "diverged", "non-finite"),
+    (PARSE + "json.dump({'status': 'oom', 'error': 'caught OOM at micro-batch 1'}, open(a.metrics, 'w'))\n", "oom", "caught OOM"),
+    (PARSE + "json.dump({'status': 'great', 'val_loss': 1.0}, open(a.metrics, 'w'))\n", "failed", "unknown status 'great'"),
+    (PARSE + "sys.exit('RuntimeError: CUDA out of memory. Tried to allocate 20.00 MiB')\n", "oom", "CUDA out of memory"),
 ])
 def test_external_trainer_outcomes(tmp_path, body, status, reason):
     s = spec(tmp_path, trainer="external", settings={"external_command": script(tmp_path, body), "timeout_s": 2})
@@ -195,9 +198,9 @@ def test_external_timeout_kills_the_whole_process_group(tmp_path):
 def test_hp_comes_from_a_proposals_file(tmp_path):
     p = tmp_path / "proposals.json"
     p.write_text(json.dumps({"configs": [{"hp": {"a": 1}}, {"hp": {"a": 2}}]}))
-    assert trial.resolve_hp({}, str(p), 1) == {"a": 2}
+    assert trial.resolve_hp(None, str(p), 1) == {"a": 2}
     with pytest.raises(ValueError, match="no configuration at index 5"):
-        trial.resolve_hp({}, str(p), 5)
+        trial.resolve_hp(None, str(p), 5)
 
 
 # --- selection and export ------------------------------------------------------------------------------------

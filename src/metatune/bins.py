@@ -30,20 +30,35 @@ def token_dtype(vocab_size: int) -> type[np.unsignedinteger]:
     return np.uint16 if vocab_size <= 2**16 else np.uint32
 
 
-def iter_document_chunks(jsonl_path: str | Path, chunk_bytes: int) -> Iterator[list[str]]:
-    """Lists of document texts of about `chunk_bytes` each, read line by line."""
-    chunk: list[str] = []
+def split_long(text: str, limit: int) -> list[str]:
+    """A document longer than `limit` characters, cut at whitespace into pieces of at most `limit`, so that one
+    enormous line cannot blow the memory bound. BPE merges never cross whitespace in GPT-2's pre-tokenizer
+    anyway, so the tokens are the same as for the whole text (a cut inside a run of spaces may differ)."""
+    pieces = []
+    while len(text) > limit:
+        cut = max(text.rfind("\n", 0, limit), text.rfind(" ", 0, limit))
+        cut = cut if cut > 0 else limit  # no whitespace at all: cut anywhere
+        pieces.append(text[:cut])
+        text = text[cut:]
+    pieces.append(text)
+    return pieces
+
+
+def iter_document_chunks(jsonl_path: str | Path, chunk_bytes: int) -> Iterator[list[tuple[str, bool]]]:
+    """Lists of (text piece, ends a document) of about `chunk_bytes` of text each, read line by line."""
+    chunk: list[tuple[str, bool]] = []
     size = 0
     with open(jsonl_path, encoding="utf-8") as f:
         for line in f:
             if not line.strip():
                 continue
-            text = document_text(json.loads(line))
-            chunk.append(text)
-            size += len(text)
-            if size >= chunk_bytes:
-                yield chunk
-                chunk, size = [], 0
+            pieces = split_long(document_text(json.loads(line)), chunk_bytes)
+            for i, piece in enumerate(pieces):
+                chunk.append((piece, i == len(pieces) - 1))
+                size += len(piece)
+                if size >= chunk_bytes:
+                    yield chunk
+                    chunk, size = [], 0
     if chunk:
         yield chunk
 
@@ -56,18 +71,19 @@ def write_bin(jsonl_path: str | Path, bin_path: str | Path, tokenizer: Tokenizer
     sha = hashlib.sha256()
     n_tokens = n_docs = 0
     with tmp.open("wb") as f:
-        for texts in iter_document_chunks(jsonl_path, settings.chunk_bytes):
-            ids = tokenizer.encode_batch(texts, num_threads=settings.workers)
+        for chunk in iter_document_chunks(jsonl_path, settings.chunk_bytes):
+            ids = tokenizer.encode_batch([text for text, _ in chunk], num_threads=settings.workers)
             buf: list[int] = []
-            for doc in ids:  # list.extend runs in C: faster than any numpy concatenation of small arrays
-                buf.extend(doc)
-                buf.append(tokenizer.eot)
+            for piece, (_, ends_document) in zip(ids, chunk):  # list.extend runs in C: faster than numpy here
+                buf.extend(piece)
+                if ends_document:
+                    buf.append(tokenizer.eot)
+                    n_docs += 1
             flat = np.array(buf, dtype=dtype)
             data = flat.tobytes()
             f.write(data)
             sha.update(data)
             n_tokens += flat.size
-            n_docs += len(texts)
     tmp.replace(bin_path)
     return {"n_tokens": n_tokens, "n_docs": n_docs, "sha256": sha.hexdigest()}
 

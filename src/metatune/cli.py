@@ -13,6 +13,7 @@ import sys
 # subcommand -> module that defines add_parser(); keep alphabetical.
 SUBCOMMANDS = {
     "check-config": "metatune.config_cli",
+    "mbpp-score": "metatune.mbpp.cli",
 }
 
 

@@ -48,7 +48,13 @@ def compute(train_jsonl: str | Path, stats_json: str | Path, tokenizer: Tokenize
             if sample_size < sample_bytes:
                 sample.append(record)
                 sample_size += size
-    texts = [document_text(r) for r in sample]
+    # One enormous document must not make the sample enormous: cut the text samples at the byte budget.
+    texts = []
+    budget = sample_bytes
+    for r in sample:
+        texts.append(document_text(r)[:budget])
+        budget -= len(texts[-1])
+    sample_size = sum(len(t.encode("utf-8")) for t in texts)
     ids = tokenizer.encode_batch(texts, num_threads=2)
     doc_lens = [len(x) for x in ids]
     counts = Counter(t for doc in ids for t in doc)

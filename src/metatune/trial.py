@@ -1,6 +1,6 @@
 """Run one trial: resolve its hyperparameters, call the trainer, write metrics.json and curve.csv.
 
-Invoked by the trial rules as `python -m metatune.trial SPEC_JSON [--hp-file F --hp-index K]`: a light process
+Invoked by the trial rules as `python -m metatune.trial --stage-settings JSON --dataset D ...`: a light process
 (no torch for the simulated and external trainers), so thousands of trials stay cheap. Whatever the trainer does,
 short of killing this process, the trial ends with a metrics.json whose status says how it went.
 """
@@ -29,15 +29,35 @@ TRAINERS = {
 }
 
 
-def resolve_hp(spec_fields: dict, hp_file: str | None, hp_index: int | None) -> dict:
-    """Stage-1 specs carry their hyperparameters; stage-2 and rerun trials read theirs from the proposals or
-    selection file, which does not exist yet when Snakemake builds the DAG."""
+def resolve_hp(hp_json: str | None, hp_file: str | None, hp_index: int | None) -> dict:
+    """Stage-1 trials are given their hyperparameters; stage-2 and rerun trials read theirs from the proposals
+    or selection file, which does not exist yet when Snakemake builds the DAG."""
     if hp_file is None:
-        return spec_fields["hp"]
+        return json.loads(hp_json)
     configs = read_json(hp_file)["configs"]
     if hp_index is None or not 0 <= hp_index < len(configs):
         raise ValueError(f"{hp_file}: no configuration at index {hp_index} (it has {len(configs)})")
     return configs[hp_index]["hp"]
+
+
+def rerun_seed(base_seed: int, seed_index: int) -> int:
+    """Rerun seed s of a configuration: new seeds, never the base seed stages 1 and 2 trained with."""
+    return base_seed + 1000 + seed_index
+
+
+def spec_from_args(args: argparse.Namespace) -> TrialSpec:
+    """Build the TrialSpec from the stage's settings (one JSON per stage, from the config) and this trial's own
+    arguments (its wildcards, and its hyperparameters for stage 1). A trial's Snakemake params are thus only
+    what it depends on: adding a grid value changes no existing trial's params, so none of them reruns."""
+    stage = json.loads(args.stage_settings)
+    seed = stage["base_seed"] if args.seed_index is None else rerun_seed(stage["base_seed"], args.seed_index)
+    return TrialSpec(
+        run_id=args.run_id, stage=stage["stage"], dataset=args.dataset, seed=seed,
+        hp=resolve_hp(args.hp, args.hp_file, args.hp_index if args.hp_rank is None else args.hp_rank - 1),
+        token_budget=stage["token_budget"], train_path=args.train, val_path=args.val,
+        seq_len=stage["seq_len"], metafeatures_path=args.metafeatures, out_dir=str(Path(args.metrics).parent),
+        trainer=stage["trainer"], settings=stage["training"], save_adapter=stage["save_adapter"],
+    )
 
 
 def curve_csv(rows: list[dict]) -> str:
@@ -83,13 +103,19 @@ def run(spec: TrialSpec) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run one metatune trial.")
-    parser.add_argument("spec", help="the trial spec as JSON (TrialSpec fields; hp may be omitted with --hp-file)")
-    parser.add_argument("--hp-file", help="proposals.json or selection.json to read the hyperparameters from")
+    parser.add_argument("--stage-settings", required=True, help="JSON: stage, token_budget, seq_len, trainer, ...")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--metafeatures", required=True, help="the dataset's metafeatures.json")
+    parser.add_argument("--metrics", required=True, help="where metrics.json goes (its folder holds the rest)")
+    parser.add_argument("--train", required=True, help="the training data (the nanoGPT train.bin)")
+    parser.add_argument("--val", required=True, help="the validation data (val.bin)")
+    parser.add_argument("--hp", help="the hyperparameters as JSON (stage 1)")
+    parser.add_argument("--hp-file", help="or: proposals.json or selection.json to read them from")
     parser.add_argument("--hp-index", type=int, help="index into that file's configs")
-    args = parser.parse_args(argv)
-    fields = json.loads(args.spec)
-    fields["hp"] = resolve_hp(fields, args.hp_file, args.hp_index)
-    metrics = run(TrialSpec(**fields))
+    parser.add_argument("--hp-rank", type=int, help="or: rank into selection.json's configs (1 is the best)")
+    parser.add_argument("--seed-index", type=int, help="rerun trials: which of the new seeds")
+    metrics = run(spec_from_args(parser.parse_args(argv)))
     print(f"{metrics['run_id']}: {metrics['status']} val_loss={metrics['val_loss']}", file=sys.stderr)
     return 0
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -16,6 +17,8 @@ from pathlib import Path
 from metatune.contract import TrialOutcome, TrialSpec
 
 STDERR_TAIL = 2000
+OUT_OF_MEMORY = re.compile(r"out of memory|OutOfMemoryError|MemoryError", re.IGNORECASE)
+REPORTABLE_STATUSES = ("ok", "diverged", "oom", "failed")
 
 
 def command_line(spec: TrialSpec, metrics_path: Path, curve_path: Path) -> str:
@@ -49,7 +52,7 @@ def read_reported(metrics_path: Path) -> dict:
         raise ValueError(f"the metrics file is not valid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(reported, dict):
         raise ValueError(f"the metrics file holds a {type(reported).__name__}, not a JSON object")
-    if "val_loss" not in reported:
+    if "val_loss" not in reported and reported.get("status", "ok") == "ok":
         raise ValueError("the metrics file has no val_loss")
     return reported
 
@@ -75,11 +78,13 @@ def train(spec: TrialSpec) -> TrialOutcome:
     wall_s = time.monotonic() - start
     tail = stderr.decode("utf-8", "replace")[-STDERR_TAIL:].strip()
     if proc.returncode != 0:
-        return TrialOutcome(status="failed", wall_s=wall_s, device="external",
+        # An out-of-memory death is its own outcome: the optimizer learns that this configuration does not fit.
+        status = "oom" if OUT_OF_MEMORY.search(tail) else "failed"
+        return TrialOutcome(status=status, wall_s=wall_s, device="external",
                             error=f"exit code {proc.returncode}: {tail or '(no stderr)'}")
     try:
         reported = read_reported(metrics_path)
-        val_loss = _number(reported["val_loss"], "val_loss")
+        val_loss = _number(reported.get("val_loss"), "val_loss")
         outcome = TrialOutcome(
             status="ok", val_loss=val_loss, best_val_loss=_number(reported.get("best_val_loss"), "best_val_loss"),
             train_loss=_number(reported.get("train_loss"), "train_loss"),
@@ -90,6 +95,14 @@ def train(spec: TrialSpec) -> TrialOutcome:
     except (ValueError, TypeError) as e:
         return TrialOutcome(status="failed", wall_s=wall_s, device="external",
                             error=f"{e}{'; stderr: ' + tail if tail else ''}")
+    reported_status = reported.get("status", "ok")
+    if reported_status not in REPORTABLE_STATUSES:
+        return TrialOutcome(status="failed", wall_s=wall_s, device="external",
+                            error=f"the metrics file has an unknown status {reported_status!r}")
+    if reported_status != "ok":  # the trainer itself says how it went, e.g. it caught its own OOM
+        outcome.status, outcome.val_loss = reported_status, None
+        outcome.error = str(reported.get("error") or f"the command reported status {reported_status}")
+        return outcome
     if not math.isfinite(outcome.val_loss):
         outcome.status, outcome.val_loss, outcome.error = "diverged", None, "the command reported a non-finite val_loss"
     if outcome.best_val_loss is not None and not math.isfinite(outcome.best_val_loss):

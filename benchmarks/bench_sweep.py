@@ -1,0 +1,75 @@
+"""Sweep speed against the issue's targets, in one run:
+  1. `snakemake -n` of a 10,000-trial sweep (20 datasets x 500 trials): target at most 15 s.
+  2. 1,000 simulated trials end to end with --cores 2: target at most 180 s (printed as trials/s).
+Each sweep has 500 trials per dataset: a 400-point stage-1 grid, 5 rounds of 16 stage-2 proposals, the top 4
+rerun with 5 seeds. Usage: python benchmarks/bench_sweep.py [--skip-run]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = {
+    "learning_rate": {"type": "log_float", "low": 1e-5, "high": 3e-2, "grid": [3e-5, 1e-4, 3e-4, 1e-3, 3e-3]},
+    "lora_r": {"type": "int", "low": 1, "high": 64, "log": True, "grid": [4, 8, 16, 32]},
+    "lora_alpha": {"type": "int", "low": 1, "high": 128, "log": True, "grid": [16, 32]},
+    "lora_dropout": {"type": "float", "low": 0.0, "high": 0.3, "grid": [0.0, 0.1]},
+    "batch_size": {"type": "int", "low": 4, "high": 256, "log": True, "grid": [8, 16, 32, 64, 128]},
+}
+
+
+def sweep_config(n_datasets: int) -> dict:
+    datasets = [{"name": f"markov{i:02d}", "source": {"kind": "builtin", "generator": "markov",
+                                                      "options": {"n_docs": 40, "temperature": 0.3 + 0.2 * i, "seed": i}}}
+                for i in range(n_datasets)]
+    return {"datasets": datasets, "tokenizer": {"name": "bytes"}, "space": SPACE,
+            "stage1": {"design": "factorial", "token_budget": 100000, "seq_len": 128},
+            "stage2": {"rounds": 5, "batch": 16}, "optimizer": {"method": "tpe"}, "rerun": {"top_k": 4, "seeds": 5},
+            "training": {"mode": "simulated"}}
+
+
+def snakemake(workdir: Path, config: dict, *args: str) -> tuple[float, subprocess.CompletedProcess]:
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cmd = ["snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", str(path), *args]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return elapsed, proc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-run", action="store_true", help="only the dry run")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        # `-q rules` prints the job counts per rule; a plain `-n` also prints every one of the 10,000 jobs.
+        for label, quiet in (("dry run, job counts (-n -q rules)", ["-q", "rules"]), ("dry run, every job (-n)", [])):
+            elapsed, proc = snakemake(Path(tmp), sweep_config(20), "-n", *quiet)
+            stats = proc.stdout.split("Job stats:")[1].split("total")[0]  # printed twice; the first is enough
+            n_trials = sum(int(line.split()[1]) for line in stats.splitlines()
+                           if len(line.split()) == 2 and line.split()[0].startswith("trial_"))
+            print(f"{label}: {n_trials} trials in {elapsed:.1f} s (target 15 s: {15 / elapsed:.2f}x inside it)")
+    if args.skip_run:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        elapsed, _ = snakemake(Path(tmp), sweep_config(2), "--cores", "2", "-q")
+        with open(Path(tmp) / "results" / "tables" / "runs.csv") as f:
+            n_trials = sum(1 for _ in csv.DictReader(f))
+        print(f"end to end: {n_trials} simulated trials in {elapsed:.1f} s = {n_trials / elapsed:.1f} trials/s "
+              f"(target 180 s: {180 / elapsed:.2f}x inside it)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""MBPP evaluation: load problems, build prompts, generate completions, run them in a sandbox, score them.
+
+One module per concern:
+    data      problems from the hub or a local file, and the task-id splits
+    prompts   the 3-shot, chat and SFT prompt formats, stop sequences and code extraction
+    generate  completions from a causal LM (+ optional LoRA adapter) into a resumable JSONL file
+    checks    each MBPP assert split into untrusted expressions and a trusted check (expected values stay here)
+    sandbox   bubblewrap'ed, pre-forked workers (the zygote) that run untrusted code as `nobody`
+    execute   one completion against its problem's tests: the verdict (passed/failed/timeout/...)
+    score     pass@k, syntax rate, results JSON, paired comparison of two results
+    cli       `metatune mbpp-score`
+
+Only `generate` imports torch/transformers.
+"""
