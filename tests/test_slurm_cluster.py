@@ -82,8 +82,10 @@ def _sacct(run_id: str) -> dict[str, dict[str, str]]:
     return jobs
 
 
+# A trial job as the jobstep's Snakemake prints it: its output path results/trials/{stage}/{dataset}/{run_id}/
+# (DESIGN.md's layout; stabler than the rules' wildcard names).
 TRIAL_IN_LOG = re.compile(
-    r"^rule (trial_\w+):\n(?:    .*\n)*?    wildcards: dataset=(\w+), trial=([\w-]+)$", re.MULTILINE
+    r"^rule trial_\w+:\n(?:    .*\n)*?    output: results/trials/(\w+)/(\w+)/([\w-]+)/metrics\.json", re.MULTILINE
 )
 ANY_RULE_IN_LOG = re.compile(r"^rule (\w+):$", re.MULTILINE)
 
@@ -96,7 +98,7 @@ def _jobs_from_slurm_logs(logdir: Path) -> dict[str, dict]:
         text = log.read_text(errors="replace")
         jobs[log.stem] = {
             "rules": set(ANY_RULE_IN_LOG.findall(text)),
-            "trials": {(rule.removeprefix("trial_"), ds, trial) for rule, ds, trial in TRIAL_IN_LOG.findall(text)},
+            "trials": set(TRIAL_IN_LOG.findall(text)),
         }
     return jobs
 
