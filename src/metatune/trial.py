@@ -26,6 +26,8 @@ from metatune.io import atomic_write_json, atomic_write_text, read_json
 TRAINERS = {
     "simulated": "metatune.trainers.simulated",
     "external": "metatune.trainers.external",
+    "nanogpt_lora": "metatune.trainers.nanogpt_lora",
+    "hf_sft": "metatune.trainers.hf_sft",
 }
 
 
@@ -58,7 +60,8 @@ def metrics_record(spec: TrialSpec, outcome: TrialOutcome) -> dict:
         "token_budget": spec.token_budget, "seq_len": spec.seq_len, "trainer": spec.trainer,
         "status": outcome.status, "val_loss": finite(outcome.val_loss), "best_val_loss": finite(outcome.best_val_loss),
         "train_loss": finite(outcome.train_loss), "tokens_seen": outcome.tokens_seen, "wall_s": outcome.wall_s,
-        "gpu_hours": outcome.gpu_hours, "peak_mem_mb": outcome.peak_mem_mb, "device": outcome.device,
+        "gpu_hours": outcome.gpu_hours, "peak_mem_mb": outcome.peak_mem_mb,
+        "tokens_per_s": finite(outcome.tokens_per_s), "device": outcome.device,
         "error": outcome.error, "versions": {"metatune": __version__, **outcome.versions},
     }
 
