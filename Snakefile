@@ -10,12 +10,13 @@ configfile: "config/config.yaml"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/model.smk"
 include: "rules/sweep.smk"
 
 
 rule all:
+    default_target: True
     input:
         tables=rules.prepare_nanogpt_data.input,
         runs="results/tables/runs.csv",
         best="results/tables/best.csv",
-    default_target: True

@@ -14,17 +14,38 @@ config.update(_validated)
 
 DATASETS = {d["name"]: d for d in config["datasets"]}
 STAGE1 = metatune_space.stage1_configs(
-    config["space"], config["stage1"]["design"], config["stage1"]["size"], config["seed"]
+    config["space"],
+    config["stage1"]["design"],
+    config["stage1"]["size"],
+    config["seed"],
 )
 STAGE2_ROUNDS = range(1, config["stage2"]["rounds"] + 1)
-STAGE2_IDS = [f"r{r}-{k}" for r in STAGE2_ROUNDS for k in range(config["stage2"]["batch"])]
+STAGE2_IDS = [
+    f"r{r}-{k}" for r in STAGE2_ROUNDS for k in range(config["stage2"]["batch"])
+]
 RERUN_IDS = [
     f"top{k}-seed{s}"
     for k in range(1, config["rerun"]["top_k"] + 1)
     for s in range(1, config["rerun"]["seeds"] + 1)
 ]
-# Trainers that read the nanoGPT bins; the simulated one needs only the metafeatures.
-TRAINERS_READING_BINS = {"external"}
+# Trainers that read the nanoGPT bins, or the prompt/completion JSONL; the simulated one needs only the
+# metafeatures.
+TRAINERS_READING_BINS = {"external", "nanogpt_lora"}
+TRAINERS_READING_JSONL = {"hf_sft"}
+# nanogpt_lora's `base_model: pretrain`: a tiny model that rule pretrain_base trains from scratch into this folder.
+PRETRAINED_BASE = "results/base_model"
+USES_PRETRAINED_BASE = (
+    config["training"]["mode"] == "nanogpt_lora"
+    and config["training"]["nanogpt"]["base_model"] == "pretrain"
+)
+# The trainers' settings as trials see them: the pretrained base by its path.
+TRAINING = {
+    **config["training"],
+    "nanogpt": {
+        **config["training"]["nanogpt"],
+        **({"base_model": PRETRAINED_BASE} if USES_PRETRAINED_BASE else {}),
+    },
+}
 
 
 wildcard_constraints:
@@ -45,11 +66,20 @@ def trial_metrics(stage, datasets=None):
 
 
 def trial_data(wildcards):
-    """The data a trial reads: always the metafeatures; the bins for trainers that train on them."""
+    """The data a trial reads: always the metafeatures; the bins (and their meta.json) or the JSONL splits for
+    trainers that train on them; the pretrained base model where the trials fine-tune it.
+    """
     data = {"metafeatures": f"results/data/{wildcards.dataset}/metafeatures.json"}
-    if config["training"]["mode"] in TRAINERS_READING_BINS:
+    mode = config["training"]["mode"]
+    if mode in TRAINERS_READING_BINS:
         data["train"] = f"results/bins/{wildcards.dataset}/train.bin"
         data["val"] = f"results/bins/{wildcards.dataset}/val.bin"
+        data["meta"] = f"results/bins/{wildcards.dataset}/meta.json"
+    elif mode in TRAINERS_READING_JSONL:
+        data["train"] = f"results/data/{wildcards.dataset}/train.jsonl"
+        data["val"] = f"results/data/{wildcards.dataset}/val.jsonl"
+    if USES_PRETRAINED_BASE:
+        data["base_model"] = f"{PRETRAINED_BASE}/model.safetensors"
     return data
 
 
@@ -66,7 +96,13 @@ def trial_spec(stage, wildcards, input, output):
     budget = settings["token_budget"] or config["stage1"]["token_budget"]
     seq_len = settings["seq_len"] or config["stage1"]["seq_len"]
     if stage == "rerun":
-        budget = max(1, round(config["stage1"]["token_budget"] * config["rerun"]["token_budget_factor"]))
+        budget = max(
+            1,
+            round(
+                config["stage1"]["token_budget"]
+                * config["rerun"]["token_budget_factor"]
+            ),
+        )
         seq_len = config["stage1"]["seq_len"]
     bins = f"results/bins/{wildcards.dataset}"
     spec = {
@@ -77,12 +113,12 @@ def trial_spec(stage, wildcards, input, output):
         "hp": STAGE1[wildcards.trial] if stage == "stage1" else None,
         "token_budget": budget,
         "seq_len": seq_len,
-        "train_path": f"{bins}/train.bin",
-        "val_path": f"{bins}/val.bin",
+        "train_path": input.get("train", f"{bins}/train.bin"),
+        "val_path": input.get("val", f"{bins}/val.bin"),
         "metafeatures_path": input.metafeatures,
         "out_dir": os.path.dirname(output.metrics),
         "trainer": config["training"]["mode"],
-        "settings": config["training"],
+        "settings": TRAINING,
         "save_adapter": stage == "rerun" and config["rerun"]["save_adapter"],
     }
     return json.dumps(spec, sort_keys=True)

@@ -5,9 +5,6 @@ rule prefetch_dataset:
     output:
         records="resources/raw/{dataset}/records.jsonl",
         manifest="resources/raw/{dataset}/manifest.json",
-    params:
-        source=lambda wc: DATASETS[wc.dataset]["source"],
-        cache_dir="resources/hf_cache",
     log:
         "logs/prefetch/{dataset}.log",
     benchmark:
@@ -16,6 +13,9 @@ rule prefetch_dataset:
     localrule: True
     conda:
         "../envs/metatune.yaml"
+    params:
+        source=lambda wc: DATASETS[wc.dataset]["source"],
+        cache_dir="resources/hf_cache",
     script:
         "../workflow/scripts/prefetch.py"
 
@@ -28,15 +28,15 @@ rule normalize:
         val="results/data/{dataset}/val.jsonl",
         test="results/data/{dataset}/test.jsonl",
         stats="results/data/{dataset}/stats.json",
-    params:
-        dataset=lambda wc: DATASETS[wc.dataset],
-        split=lambda wc: DATASETS[wc.dataset].get("split") or config["split"],
     log:
         "logs/normalize/{dataset}.log",
     benchmark:
         "results/benchmarks/normalize/{dataset}.tsv"
     conda:
         "../envs/metatune.yaml"
+    params:
+        dataset=lambda wc: DATASETS[wc.dataset],
+        split=lambda wc: DATASETS[wc.dataset].get("split") or config["split"],
     script:
         "../workflow/scripts/normalize.py"
 
@@ -47,15 +47,15 @@ rule metafeatures:
         stats="results/data/{dataset}/stats.json",
     output:
         "results/data/{dataset}/metafeatures.json",
-    params:
-        tokenizer=config["tokenizer"],
-        sample_bytes=config["metafeatures"]["sample_bytes"],
     log:
         "logs/metafeatures/{dataset}.log",
     benchmark:
         "results/benchmarks/metafeatures/{dataset}.tsv"
     conda:
         "../envs/metatune.yaml"
+    params:
+        tokenizer=config["tokenizer"],
+        sample_bytes=config["metafeatures"]["sample_bytes"],
     script:
         "../workflow/scripts/metafeatures.py"
 
@@ -69,16 +69,16 @@ rule nanogpt_bins:
         train="results/bins/{dataset}/train.bin",
         val="results/bins/{dataset}/val.bin",
         meta="results/bins/{dataset}/meta.json",
-    params:
-        tokenizer=config["tokenizer"],
-        settings=config["bins"],
-    threads: config["bins"]["workers"]
     log:
         "logs/nanogpt_bins/{dataset}.log",
     benchmark:
         "results/benchmarks/nanogpt_bins/{dataset}.tsv"
     conda:
         "../envs/metatune.yaml"
+    threads: config["bins"]["workers"]
+    params:
+        tokenizer=config["tokenizer"],
+        settings=config["bins"],
     script:
         "../workflow/scripts/nanogpt_bins.py"
 
@@ -86,15 +86,17 @@ rule nanogpt_bins:
 rule nanogpt_table:
     input:
         meta=expand("results/bins/{dataset}/meta.json", dataset=DATASETS),
-        metafeatures=expand("results/data/{dataset}/metafeatures.json", dataset=DATASETS),
+        metafeatures=expand(
+            "results/data/{dataset}/metafeatures.json", dataset=DATASETS
+        ),
     output:
         "results/tables/nanogpt_datasets.csv",
-    params:
-        datasets=list(DATASETS),
     log:
         "logs/nanogpt_table.log",
     conda:
         "../envs/metatune.yaml"
+    params:
+        datasets=list(DATASETS),
     script:
         "../workflow/scripts/nanogpt_table.py"
 

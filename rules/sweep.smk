@@ -9,16 +9,16 @@ rule trial_stage1:
     output:
         metrics="results/trials/stage1/{dataset}/{trial}/metrics.json",
         curve="results/trials/stage1/{dataset}/{trial}/curve.csv",
-    wildcard_constraints:
-        trial=r"g[0-9a-f]{10}",
-    params:
-        spec=lambda wc, input, output: trial_spec("stage1", wc, input, output),
     log:
         "logs/trials/stage1/{dataset}/{trial}.log",
     benchmark:
         "results/benchmarks/trials/stage1/{dataset}/{trial}.tsv"
+    wildcard_constraints:
+        trial=r"g[0-9a-f]{10}",
     conda:
         "../envs/metatune.yaml"
+    params:
+        spec=lambda wc, input, output: trial_spec("stage1", wc, input, output),
     shell:
         "python -m metatune.trial {params.spec:q} > {log} 2>&1"
 
@@ -28,12 +28,12 @@ rule stage1_history:
         metrics=trial_metrics("stage1"),
     output:
         "results/stage1/history.csv",
-    params:
-        space=config["space"],
     log:
         "logs/stage1_history.log",
     conda:
         "../envs/metatune.yaml"
+    params:
+        space=config["space"],
     script:
         "../workflow/scripts/stage1_history.py"
 
@@ -42,21 +42,23 @@ rule propose:
     input:
         history="results/stage1/history.csv",
         earlier=earlier_rounds,
-        metafeatures=expand("results/data/{dataset}/metafeatures.json", dataset=DATASETS),
+        metafeatures=expand(
+            "results/data/{dataset}/metafeatures.json", dataset=DATASETS
+        ),
     output:
         "results/stage2/{dataset}/round{round}/proposals.json",
-    params:
-        space=config["space"],
-        method=config["optimizer"]["method"],
-        batch=config["stage2"]["batch"],
-        seed=config["seed"],
-        datasets=list(DATASETS),
     log:
         "logs/propose/{dataset}/round{round}.log",
     benchmark:
         "results/benchmarks/propose/{dataset}/round{round}.tsv"
     conda:
         "../envs/metatune.yaml"
+    params:
+        space=config["space"],
+        method=config["optimizer"]["method"],
+        batch=config["stage2"]["batch"],
+        seed=config["seed"],
+        datasets=list(DATASETS),
     script:
         "../workflow/scripts/propose.py"
 
@@ -68,17 +70,17 @@ rule trial_stage2:
     output:
         metrics="results/trials/stage2/{dataset}/{trial}/metrics.json",
         curve="results/trials/stage2/{dataset}/{trial}/curve.csv",
-    wildcard_constraints:
-        trial=r"r\d+-\d+",
-    params:
-        spec=lambda wc, input, output: trial_spec("stage2", wc, input, output),
-        hp_source=lambda wc: hp_source("stage2", wc),
     log:
         "logs/trials/stage2/{dataset}/{trial}.log",
     benchmark:
         "results/benchmarks/trials/stage2/{dataset}/{trial}.tsv"
+    wildcard_constraints:
+        trial=r"r\d+-\d+",
     conda:
         "../envs/metatune.yaml"
+    params:
+        spec=lambda wc, input, output: trial_spec("stage2", wc, input, output),
+        hp_source=lambda wc: hp_source("stage2", wc),
     shell:
         "python -m metatune.trial {params.spec:q} {params.hp_source} > {log} 2>&1"
 
@@ -89,12 +91,12 @@ rule select:
         stage2=lambda wc: trial_metrics("stage2", [wc.dataset]),
     output:
         "results/rerun/{dataset}/selection.json",
-    params:
-        top_k=config["rerun"]["top_k"],
     log:
         "logs/select/{dataset}.log",
     conda:
         "../envs/metatune.yaml"
+    params:
+        top_k=config["rerun"]["top_k"],
     script:
         "../workflow/scripts/select.py"
 
@@ -106,17 +108,17 @@ rule trial_rerun:
     output:
         metrics="results/trials/rerun/{dataset}/{trial}/metrics.json",
         curve="results/trials/rerun/{dataset}/{trial}/curve.csv",
-    wildcard_constraints:
-        trial=r"top\d+-seed\d+",
-    params:
-        spec=lambda wc, input, output: trial_spec("rerun", wc, input, output),
-        hp_source=lambda wc: hp_source("rerun", wc),
     log:
         "logs/trials/rerun/{dataset}/{trial}.log",
     benchmark:
         "results/benchmarks/trials/rerun/{dataset}/{trial}.tsv"
+    wildcard_constraints:
+        trial=r"top\d+-seed\d+",
     conda:
         "../envs/metatune.yaml"
+    params:
+        spec=lambda wc, input, output: trial_spec("rerun", wc, input, output),
+        hp_source=lambda wc: hp_source("rerun", wc),
     shell:
         "python -m metatune.trial {params.spec:q} {params.hp_source} > {log} 2>&1"
 
@@ -127,29 +129,33 @@ rule summarize_reruns:
         metrics=trial_metrics("rerun"),
     output:
         "results/tables/best.csv",
-    params:
-        datasets=list(DATASETS),
     log:
         "logs/summarize_reruns.log",
     conda:
         "../envs/metatune.yaml"
+    params:
+        datasets=list(DATASETS),
     script:
         "../workflow/scripts/summarize_reruns.py"
 
 
 rule export:
     input:
-        metrics=trial_metrics("stage1") + trial_metrics("stage2") + trial_metrics("rerun"),
-        metafeatures=expand("results/data/{dataset}/metafeatures.json", dataset=DATASETS),
+        metrics=trial_metrics("stage1")
+        + trial_metrics("stage2")
+        + trial_metrics("rerun"),
+        metafeatures=expand(
+            "results/data/{dataset}/metafeatures.json", dataset=DATASETS
+        ),
     output:
         "results/tables/runs.csv",
-    params:
-        space=config["space"],
-        datasets=list(DATASETS),
     log:
         "logs/export.log",
     conda:
         "../envs/metatune.yaml"
+    params:
+        space=config["space"],
+        datasets=list(DATASETS),
     script:
         "../workflow/scripts/export.py"
 

@@ -207,7 +207,7 @@ def fit(spec: TrialSpec, cfg: NanoGPTSettings, micro_batch: int) -> TrialOutcome
     val_losses = [r["val_loss"] for r in curve[1:] if math.isfinite(r["val_loss"])]
     wall_s = time.monotonic() - start
     print(f"{spec.run_id}: {status}, {len(sizes)} steps, micro-batch {micro_batch}, "
-          f"{tokens / train_s:.0f} tokens/s on {device}")
+          f"{tokens / train_s:.0f} tokens/s on {device} ({torch.get_num_threads()} threads)")
     import peft
     import transformers
 
