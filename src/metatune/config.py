@@ -182,6 +182,11 @@ def check_semantics(config: dict) -> None:
             if value is not None and value > pre["block_size"]:
                 raise ConfigError(f"{key}: {value} is longer than the pretrained model's context "
                                   f"(training.pretrain.block_size: {pre['block_size']})")
+    if training["mode"] == "hf_sft":
+        for i, ds in enumerate(config["datasets"]):
+            if ds["format"] != "instruction":
+                raise ConfigError(f"datasets[{i}].format: hf_sft trains on prompt/completion records; "
+                                  f"{ds['name']!r} has format {ds['format']!r} (use nanogpt_lora for text)")
     if training["mode"] == "external":
         command = training["external_command"]
         if not command:
