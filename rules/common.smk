@@ -28,8 +28,24 @@ RERUN_IDS = [
     for k in range(1, config["rerun"]["top_k"] + 1)
     for s in range(1, config["rerun"]["seeds"] + 1)
 ]
-# Trainers that read the nanoGPT bins; the simulated one needs only the metafeatures.
-TRAINERS_READING_BINS = {"external"}
+# Trainers that read the nanoGPT bins, or the prompt/completion JSONL; the simulated one needs only the
+# metafeatures.
+TRAINERS_READING_BINS = {"external", "nanogpt_lora"}
+TRAINERS_READING_JSONL = {"hf_sft"}
+# nanogpt_lora's `base_model: pretrain`: a tiny model that rule pretrain_base trains from scratch into this folder.
+PRETRAINED_BASE = "results/base_model"
+USES_PRETRAINED_BASE = (
+    config["training"]["mode"] == "nanogpt_lora"
+    and config["training"]["nanogpt"]["base_model"] == "pretrain"
+)
+# The trainers' settings as trials see them: the pretrained base by its path.
+TRAINING = {
+    **config["training"],
+    "nanogpt": {
+        **config["training"]["nanogpt"],
+        **({"base_model": PRETRAINED_BASE} if USES_PRETRAINED_BASE else {}),
+    },
+}
 
 
 wildcard_constraints:
@@ -49,14 +65,23 @@ def trial_metrics(stage, datasets=None):
     ]
 
 
-# What every trial reads, as wildcard patterns: the metafeatures, and the bins for trainers that train on them.
-# Static patterns, not input functions: a sweep has thousands of trials, and Snakemake calls a function per job.
+# What every trial reads, as wildcard patterns: the metafeatures; the bins (and their meta.json) or the JSONL
+# splits for trainers that train on them; the pretrained base model where trials fine-tune it. Static
+# patterns, not an input function: a sweep has thousands of trials, and each pattern is applied per job.
 TRIAL_DATA = {"metafeatures": "results/data/{dataset}/metafeatures.json"}
 if config["training"]["mode"] in TRAINERS_READING_BINS:
     TRIAL_DATA |= {
         "train": "results/bins/{dataset}/train.bin",
         "val": "results/bins/{dataset}/val.bin",
+        "meta": "results/bins/{dataset}/meta.json",
     }
+elif config["training"]["mode"] in TRAINERS_READING_JSONL:
+    TRIAL_DATA |= {
+        "train": "results/data/{dataset}/train.jsonl",
+        "val": "results/data/{dataset}/val.jsonl",
+    }
+if USES_PRETRAINED_BASE:
+    TRIAL_DATA["base_model"] = f"{PRETRAINED_BASE}/model.safetensors"
 
 
 def stage_settings_json(stage):
@@ -86,8 +111,11 @@ def stage_settings_json(stage):
             "token_budget": token_budget,
             "seq_len": seq_len,
             "trainer": config["training"]["mode"],
-            "training": config["training"],
+            "training": TRAINING,
             "save_adapter": stage == "rerun" and config["rerun"]["save_adapter"],
+            # the trial's data, as templates over the dataset (the bins when the trainer reads none)
+            "train_path": TRIAL_DATA.get("train", "results/bins/{dataset}/train.bin"),
+            "val_path": TRIAL_DATA.get("val", "results/bins/{dataset}/val.bin"),
         },
         sort_keys=True,
     )

@@ -22,8 +22,7 @@ rule trial_stage1:
     shell:
         "python -m metatune.trial --stage-settings {params.settings:q} --dataset {wildcards.dataset}"
         " --run-id {wildcards.trial} --metafeatures {input.metafeatures} --metrics {output.metrics}"
-        " --hp {params.hp:q} --train results/bins/{wildcards.dataset}/train.bin --val results/bins/{wildcards.dataset}/val.bin"
-        " > {log} 2>&1"
+        " --hp {params.hp:q} > {log} 2>&1"
 
 
 rule stage1_history:
@@ -107,7 +106,6 @@ rule trial_stage2:
         "python -m metatune.trial --stage-settings {params.settings:q} --dataset {wildcards.dataset}"
         " --run-id r{wildcards.round}-{wildcards.index} --metafeatures {input.metafeatures}"
         " --metrics {output.metrics} --hp-file {input.proposals} --hp-index {wildcards.index}"
-        " --train results/bins/{wildcards.dataset}/train.bin --val results/bins/{wildcards.dataset}/val.bin"
         " > {log} 2>&1"
 
 
@@ -146,8 +144,7 @@ rule trial_rerun:
         "python -m metatune.trial --stage-settings {params.settings:q} --dataset {wildcards.dataset}"
         " --run-id top{wildcards.rank}-seed{wildcards.seed} --metafeatures {input.metafeatures}"
         " --metrics {output.metrics} --hp-file {input.selection} --hp-rank {wildcards.rank}"
-        " --seed-index {wildcards.seed} --train results/bins/{wildcards.dataset}/train.bin"
-        " --val results/bins/{wildcards.dataset}/val.bin > {log} 2>&1"
+        " --seed-index {wildcards.seed} > {log} 2>&1"
 
 
 rule summarize_reruns:

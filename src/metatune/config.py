@@ -173,6 +173,21 @@ def check_semantics(config: dict) -> None:
             raise ConfigError(f"rerun.top_k: {config['rerun']['top_k']} is more than the {n_stage1} stage-1 trials")
 
     training = config["training"]
+    if training["mode"] == "nanogpt_lora" and training["nanogpt"]["base_model"] == "pretrain":
+        pre = training["pretrain"]
+        if pre["n_embd"] % pre["n_head"]:
+            raise ConfigError(f"training.pretrain.n_head: {pre['n_head']} does not divide n_embd ({pre['n_embd']})")
+        lengths = {"stage1.seq_len": s1["seq_len"], "stage2.seq_len": config["stage2"]["seq_len"],
+                   "training.pretrain.seq_len": pre["seq_len"]}
+        for key, value in lengths.items():
+            if value is not None and value > pre["block_size"]:
+                raise ConfigError(f"{key}: {value} is longer than the pretrained model's context "
+                                  f"(training.pretrain.block_size: {pre['block_size']})")
+    if training["mode"] == "hf_sft":
+        for i, ds in enumerate(config["datasets"]):
+            if ds["format"] != "instruction":
+                raise ConfigError(f"datasets[{i}].format: hf_sft trains on prompt/completion records; "
+                                  f"{ds['name']!r} has format {ds['format']!r} (use nanogpt_lora for text)")
     if training["mode"] == "external":
         command = training["external_command"]
         if not command:

@@ -42,6 +42,7 @@ class TrialOutcome:
     wall_s: float = 0.0
     gpu_hours: float = 0.0
     peak_mem_mb: float | None = None
+    tokens_per_s: float | None = None  # training throughput (not a contract field: recorded when measured)
     device: str = "cpu"
     error: str | None = None
     curve: list[dict] = field(default_factory=list)  # rows of curve.csv: step, tokens, train_loss, val_loss

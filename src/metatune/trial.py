@@ -26,6 +26,8 @@ from metatune.io import atomic_write_json, atomic_write_text, read_json
 TRAINERS = {
     "simulated": "metatune.trainers.simulated",
     "external": "metatune.trainers.external",
+    "nanogpt_lora": "metatune.trainers.nanogpt_lora",
+    "hf_sft": "metatune.trainers.hf_sft",
 }
 
 
@@ -50,11 +52,12 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
     arguments (its wildcards, and its hyperparameters for stage 1). A trial's Snakemake params are thus only
     what it depends on: adding a grid value changes no existing trial's params, so none of them reruns."""
     stage = json.loads(args.stage_settings)
+    paths = {k: stage[k].format(dataset=args.dataset) for k in ("train_path", "val_path")}
     seed = stage["base_seed"] if args.seed_index is None else rerun_seed(stage["base_seed"], args.seed_index)
     return TrialSpec(
         run_id=args.run_id, stage=stage["stage"], dataset=args.dataset, seed=seed,
         hp=resolve_hp(args.hp, args.hp_file, args.hp_index if args.hp_rank is None else args.hp_rank - 1),
-        token_budget=stage["token_budget"], train_path=args.train, val_path=args.val,
+        token_budget=stage["token_budget"], **paths,
         seq_len=stage["seq_len"], metafeatures_path=args.metafeatures, out_dir=str(Path(args.metrics).parent),
         trainer=stage["trainer"], settings=stage["training"], save_adapter=stage["save_adapter"],
     )
@@ -78,7 +81,8 @@ def metrics_record(spec: TrialSpec, outcome: TrialOutcome) -> dict:
         "token_budget": spec.token_budget, "seq_len": spec.seq_len, "trainer": spec.trainer,
         "status": outcome.status, "val_loss": finite(outcome.val_loss), "best_val_loss": finite(outcome.best_val_loss),
         "train_loss": finite(outcome.train_loss), "tokens_seen": outcome.tokens_seen, "wall_s": outcome.wall_s,
-        "gpu_hours": outcome.gpu_hours, "peak_mem_mb": outcome.peak_mem_mb, "device": outcome.device,
+        "gpu_hours": outcome.gpu_hours, "peak_mem_mb": outcome.peak_mem_mb,
+        "tokens_per_s": finite(outcome.tokens_per_s), "device": outcome.device,
         "error": outcome.error, "versions": {"metatune": __version__, **outcome.versions},
     }
 
@@ -108,8 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--metafeatures", required=True, help="the dataset's metafeatures.json")
     parser.add_argument("--metrics", required=True, help="where metrics.json goes (its folder holds the rest)")
-    parser.add_argument("--train", required=True, help="the training data (the nanoGPT train.bin)")
-    parser.add_argument("--val", required=True, help="the validation data (val.bin)")
     parser.add_argument("--hp", help="the hyperparameters as JSON (stage 1)")
     parser.add_argument("--hp-file", help="or: proposals.json or selection.json to read them from")
     parser.add_argument("--hp-index", type=int, help="index into that file's configs")
