@@ -12,6 +12,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/model.smk"
 include: "rules/sweep.smk"
+include: "rules/eval.smk"
 
 
 rule all:
@@ -20,4 +21,6 @@ rule all:
         tables=rules.prepare_nanogpt_data.input,
         runs="results/tables/runs.csv",
         best="results/tables/best.csv",
-        recommendations=rules.recommendations.input,
+        # leave-one-out advice needs another dataset to learn from
+        recommendations=rules.recommendations.input if len(DATASETS) > 1 else [],
+        mbpp=rules.mbpp.input if MBPP_DATASETS else [],

@@ -47,6 +47,10 @@ TRAINING = {
     },
 }
 
+# MBPP evaluates these datasets' winning adapters against MBPP_MODEL zero-shot (rules/eval.smk).
+MBPP_DATASETS = [d["name"] for d in config["datasets"] if d["mbpp"]]
+MBPP_MODEL = metatune_config.mbpp_model(config)
+
 
 wildcard_constraints:
     dataset="|".join(DATASETS),

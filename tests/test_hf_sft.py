@@ -9,48 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from trainer_fixtures import SHARED_DATA
+from trainer_fixtures import sft_data, tiny_llama  # noqa: F401 - fixtures
 
 from metatune import trial
 from metatune.contract import TrialSpec, validate_metrics
-from metatune.normalize import DatasetFormat, normalize_record
 from metatune.trainers import hf_sft
 
 HP = {"learning_rate": 3e-3, "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "batch_size": 4,
       "warmup_ratio": 0.0, "weight_decay": 0.0, "target_modules": "attn_mlp"}
-
-
-@pytest.fixture(scope="module")
-def sft_data(tmp_path_factory) -> Path:
-    """The first CodeAlpaca records, normalized as the workflow does (alpaca template), as train/val JSONL."""
-    out = tmp_path_factory.mktemp("codealpaca")
-    raw = json.loads((SHARED_DATA / "codealpaca" / "code_alpaca_2k.json").read_text(encoding="utf-8"))
-    fmt = DatasetFormat("codealpaca", "instruction", "alpaca", {})
-    records = [normalize_record(r, fmt, f"record {i}") for i, r in enumerate(raw[:40])]
-    for split, part in (("train", records[:32]), ("val", records[32:])):
-        (out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part), encoding="utf-8")
-    return out
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(sft_data, tmp_path_factory) -> Path:
-    """A random 2-layer Llama with a 512-token byte-level BPE trained here on the same records."""
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    out = tmp_path_factory.mktemp("tiny_llama")
-    texts = [json.loads(line)["prompt"] + json.loads(line)["completion"]
-             for line in (sft_data / "train.jsonl").read_text().splitlines()]
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=512, special_tokens=["<|endoftext|>"])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
-    tokenizer.save_pretrained(out)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(out)
-    return out
 
 
 def make_spec(data, model, out_dir, **changes) -> TrialSpec:

@@ -44,3 +44,39 @@ def tiny_base(tmp_path_factory) -> Path:
     pretrain([str(bins / "train.bin")], out,
              PretrainSettings(n_layer=2, n_head=2, n_embd=64, block_size=64, steps=100, batch_size=16, seq_len=64))
     return out
+
+
+@pytest.fixture(scope="session")
+def sft_data(tmp_path_factory) -> Path:
+    """The first CodeAlpaca records, normalized as the workflow does (alpaca template), as train/val JSONL."""
+    from metatune.normalize import DatasetFormat, normalize_record
+
+    out = tmp_path_factory.mktemp("codealpaca")
+    raw = json.loads((SHARED_DATA / "codealpaca" / "code_alpaca_2k.json").read_text(encoding="utf-8"))
+    fmt = DatasetFormat("codealpaca", "instruction", "alpaca", {})
+    records = [normalize_record(r, fmt, f"record {i}") for i, r in enumerate(raw[:40])]
+    for split, part in (("train", records[:32]), ("val", records[32:])):
+        (out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part), encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(sft_data, tmp_path_factory) -> Path:
+    """A random 2-layer Llama with a 512-token byte-level BPE trained here on the same records."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny_llama")
+    texts = [json.loads(line)["prompt"] + json.loads(line)["completion"]
+             for line in (sft_data / "train.jsonl").read_text().splitlines()]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=512, special_tokens=["<|endoftext|>"])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    tokenizer.save_pretrained(out)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(out)
+    return out

@@ -188,6 +188,7 @@ def check_semantics(config: dict) -> None:
             if ds["format"] != "instruction":
                 raise ConfigError(f"datasets[{i}].format: hf_sft trains on prompt/completion records; "
                                   f"{ds['name']!r} has format {ds['format']!r} (use nanogpt_lora for text)")
+    check_mbpp(config)
     if training["mode"] == "external":
         command = training["external_command"]
         if not command:
@@ -198,6 +199,37 @@ def check_semantics(config: dict) -> None:
                 f"training.external_command: unknown template variable(s) {sorted(unknown)}; "
                 f"allowed: {sorted(EXTERNAL_TEMPLATE_VARS)}"
             )
+
+
+ADAPTER_TRAINERS = {"nanogpt_lora": "nanogpt", "hf_sft": "sft"}
+
+
+def mbpp_model(config: dict) -> str | None:
+    """The base model MBPP evaluates: mbpp.model, else the one the adapters were trained on."""
+    if config["mbpp"]["model"]:
+        return config["mbpp"]["model"]
+    section = ADAPTER_TRAINERS.get(config["training"]["mode"])
+    return config["training"][section]["base_model"] if section else None
+
+
+def check_mbpp(config: dict) -> None:
+    marked = [i for i, ds in enumerate(config["datasets"]) if ds["mbpp"]]
+    if not marked:
+        return
+    key = f"datasets[{marked[0]}].mbpp"
+    mode = config["training"]["mode"]
+    if mode not in ADAPTER_TRAINERS:
+        raise ConfigError(f"{key}: MBPP evaluates the reruns' adapters, and training.mode {mode!r} trains none "
+                          f"(use {' or '.join(ADAPTER_TRAINERS)})")
+    if config["rerun"]["top_k"] < 1 or not config["rerun"]["save_adapter"]:
+        raise ConfigError(f"{key}: needs rerun.top_k >= 1 and rerun.save_adapter: true (the adapters to evaluate)")
+    if mbpp_model(config) == "pretrain":
+        raise ConfigError(f"{key}: the pretrained demo model has no Hugging Face tokenizer to generate code with; "
+                          f"set training.nanogpt.base_model to a hub model (e.g. gpt2)")
+    if config["mbpp"]["n_samples"] > 1 and config["mbpp"]["temperature"] == 0:
+        raise ConfigError("mbpp.temperature: several samples per task need a temperature above 0")
+    if max(config["mbpp"]["k"]) > config["mbpp"]["n_samples"]:
+        raise ConfigError(f"mbpp.k: pass@{max(config['mbpp']['k'])} needs at least that many samples (mbpp.n_samples)")
 
 
 def load(path: str | Path) -> dict:
