@@ -8,9 +8,13 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/sweep.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -19,3 +23,4 @@ rule all:
         tables=rules.prepare_nanogpt_data.input,
         runs="results/tables/runs.csv",
         best="results/tables/best.csv",
+        report=rules.report_files.input,
