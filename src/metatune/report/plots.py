@@ -179,13 +179,16 @@ def rerun_intervals(best: pd.DataFrame, seeds: pd.DataFrame, out: str | Path) ->
     save(fig, out)
 
 
-def learning_curves(curves: pd.DataFrame, out: str | Path) -> None:
+def learning_curves(curves: pd.DataFrame, names: list[str], out: str | Path) -> None:
     """Validation (solid) and training (dashed) loss over tokens of each dataset's winner, one line per seed;
     the other rerun configurations in gray."""
-    names = list(dict.fromkeys(curves["dataset"]))
     fig, axes = panels(len(names), 3)
     for ax, name in zip(axes, names):
         d = curves[curves["dataset"].eq(name)]
+        drawn = d["winner"].any()
+        if not drawn:  # external trainers need not write a curve, and a dataset may have no winner
+            ax.text(0.5, 0.5, "no learning curve of a winner recorded", ha="center", va="center",
+                    transform=ax.transAxes)
         for (rank, seed, winner), c in d.groupby(["rank", "seed", "winner"]):
             if winner:
                 line, = ax.plot(c["tokens"], c["val_loss"], linewidth=1.6, label=f"top{rank} seed {seed} (val)")
@@ -195,7 +198,8 @@ def learning_curves(curves: pd.DataFrame, out: str | Path) -> None:
         ax.set_title(name)
         ax.set_xlabel("tokens")
         ax.set_ylabel("loss")
-        ax.legend(fontsize=7)
+        if drawn:
+            ax.legend(fontsize=7)
     fig.suptitle("learning curves of the winners (dashed: training loss; gray: other rerun configurations)")
     save(fig, out)
 
