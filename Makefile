@@ -1,8 +1,9 @@
 # The two commands a newcomer needs (README): `make demo` and `make test`. Both install what they need first.
 PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check
-# Debian packages the tests use: bubblewrap (the MBPP sandbox) and graphviz (DAG pictures).
-DEBIAN_PACKAGES = bubblewrap graphviz
+# Debian packages the tests use: bubblewrap (the MBPP sandbox), graphviz (DAG pictures) and chromium (the report
+# in a browser).
+DEBIAN_PACKAGES = bubblewrap graphviz chromium
 
 .PHONY: install system-packages demo test dag
 

@@ -8,11 +8,15 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/model.smk"
 include: "rules/sweep.smk"
 include: "rules/eval.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -24,3 +28,4 @@ rule all:
         # leave-one-out advice needs another dataset to learn from
         recommendations=rules.recommendations.input if len(DATASETS) > 1 else [],
         mbpp=rules.mbpp.input if MBPP_DATASETS else [],
+        report=rules.report_files.input,

@@ -9,6 +9,7 @@ import yaml
 from trainer_fixtures import sft_data, tiny_llama  # noqa: F401 - fixtures
 
 from conftest import job_counts, run_snakemake
+from test_report import assert_not_blank
 from metatune import config
 
 
@@ -46,7 +47,7 @@ def mbpp_config(tmp_path, shared, tiny_llama):  # noqa: F811 - the fixture
 def test_mbpp_stage_in_the_dag(tmp_path, mbpp_config):
     counts = job_counts(run_snakemake(tmp_path, "mbpp", "-n", "--configfile", str(mbpp_config)).stdout)
     assert counts["mbpp_baseline"] == 1 and counts["mbpp_eval"] == 1 and counts["mbpp_compare"] == 1
-    run_snakemake(tmp_path, "mbpp", "--cores", "2", "--configfile", str(mbpp_config))
+    run_snakemake(tmp_path, "mbpp", "results/report/mbpp.png", "--cores", "2", "--configfile", str(mbpp_config))
     baseline = json.loads((tmp_path / "results/eval/mbpp/baseline/results.json").read_text())
     adapter = json.loads((tmp_path / "results/eval/mbpp/codealpaca/results.json").read_text())
     for results in (baseline, adapter):
@@ -57,6 +58,7 @@ def test_mbpp_stage_in_the_dag(tmp_path, mbpp_config):
     rows = list(csv.DictReader(open(tmp_path / "results/tables/mbpp_comparison.csv")))
     assert len(rows) == 1 and rows[0]["dataset"] == "codealpaca" and rows[0]["n_tasks"] == "3"
     assert float(rows[0]["ci95_low"]) <= float(rows[0]["diff"]) <= float(rows[0]["ci95_high"])
+    assert_not_blank(tmp_path / "results/report/mbpp.png", "mbpp.png")
     generations = (tmp_path / "results/eval/mbpp/codealpaca/generations.jsonl").read_text().splitlines()
     assert sorted(json.loads(g)["task_id"] for g in generations) == [11, 12, 13]
 

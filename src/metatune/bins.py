@@ -17,6 +17,7 @@ import numpy as np
 
 from metatune.formats import document_text
 from metatune.io import atomic_write_json
+from metatune.progress import progress
 from metatune.tokenizers import Tokenizer
 
 
@@ -71,7 +72,7 @@ def write_bin(jsonl_path: str | Path, bin_path: str | Path, tokenizer: Tokenizer
     sha = hashlib.sha256()
     n_tokens = n_docs = 0
     with tmp.open("wb") as f:
-        for chunk in iter_document_chunks(jsonl_path, settings.chunk_bytes):
+        for chunk in progress(iter_document_chunks(jsonl_path, settings.chunk_bytes), f"tokenize {bin_path.name}", "chunks"):
             ids = tokenizer.encode_batch([text for text, _ in chunk], num_threads=settings.workers)
             buf: list[int] = []
             for piece, (_, ends_document) in zip(ids, chunk):  # list.extend runs in C: faster than numpy here

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from metatune.io import DataError, atomic_write_json, iter_jsonl
+from metatune.progress import progress
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,8 @@ def prefetch(source: dict, dataset: str, out_dir: str | Path, cache_dir: str | N
     tmp = out_dir / ".records.jsonl.tmp"
     n = n_bytes = 0
     with tmp.open("w", encoding="utf-8") as f:
-        for line in capped_lines(iter_source(source, dataset, cache_dir), source, dataset):
+        lines = capped_lines(iter_source(source, dataset, cache_dir), source, dataset)
+        for line in progress(lines, f"prefetch {dataset}", "records", source.get("max_records")):
             f.write(line)
             n += 1
             n_bytes += len(line.encode("utf-8"))

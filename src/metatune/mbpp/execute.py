@@ -22,6 +22,7 @@ from metatune.mbpp.checks import VALUE_PREFIX, TaskChecks, UnsupportedTest, pars
 from metatune.mbpp.data import Problem
 from metatune.mbpp.samples import Sample
 from metatune.mbpp.sandbox import SandboxPool, SandboxSettings
+from metatune.progress import progress
 
 MAX_DEPTH = 100
 REASON_CHARS = 300
@@ -198,5 +199,6 @@ def run(
 ) -> tuple[list[Verdict], str]:
     """Start a pool, judge every sample, stop the pool: (verdicts sorted by task and sample, isolation)."""
     with SandboxPool(workers, settings) as pool:
-        verdicts = sorted(execute(problems, samples, pool, settings.timeout_s), key=lambda v: (v.task_id, v.sample))
+        judged = progress(execute(problems, samples, pool, settings.timeout_s), "execute", "samples", len(samples))
+        verdicts = sorted(judged, key=lambda v: (v.task_id, v.sample))
         return verdicts, pool.isolation

@@ -20,6 +20,7 @@ from pathlib import Path
 from metatune.mbpp.data import Problem
 from metatune.mbpp.prompts import FORMATS, build_prompt, extract_code, truncate_at_stop
 from metatune.mbpp.samples import Sample, append_sample, read_samples
+from metatune.progress import progress
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ def generate(
             batches = [[p] for p in todo]
         else:
             batches = [todo[i : i + settings.batch_size] for i in range(0, len(todo), settings.batch_size)]
-        for batch in batches:
+        for batch in progress(batches, f"generate {out_path.name}", "batches"):
             prompts = [build_prompt(settings.prompt_format, p, examples, tokenizer) for p in batch]
             texts = _decode(model, tokenizer, prompts, settings, settings.n_samples, settings.seed + batch[0].task_id)
             for j, text in enumerate(texts):

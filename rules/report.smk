@@ -1,0 +1,185 @@
+# What researchers look at after a sweep: plots, a plain summary and an Optuna journal of every trial, all drawn
+# from the sweep's files. `snakemake --report report.html` gathers the plots flagged report() into one page.
+# The MBPP plot exists for configs with MBPP datasets; the summary's zero-shot recommendations need two datasets
+# or more (leave-one-out).
+REPORT_MBPP = ["results/report/mbpp.png"] if MBPP_DATASETS else []
+
+
+rule plot_landscape:
+    input:
+        runs="results/tables/runs.csv",
+    output:
+        pairs=report(
+            "results/report/landscape/{dataset}.png",
+            caption="../workflow/report/landscape.rst",
+            category="Loss landscapes",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "view": "pairs"},
+        ),
+        slices=report(
+            "results/report/slices/{dataset}.png",
+            caption="../workflow/report/slices.rst",
+            category="Loss landscapes",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "view": "1-D slices"},
+        ),
+    log:
+        "logs/report/landscape/{dataset}.log",
+    conda:
+        "../envs/metatune.yaml"
+    params:
+        space=config["space"],
+    script:
+        "../workflow/scripts/plot_landscape.py"
+
+
+rule plot_search:
+    input:
+        runs="results/tables/runs.csv",
+    output:
+        report(
+            "results/report/best_so_far.png",
+            caption="../workflow/report/best_so_far.rst",
+            category="Search",
+        ),
+    log:
+        "logs/report/search.log",
+    conda:
+        "../envs/metatune.yaml"
+    script:
+        "../workflow/scripts/plot_search.py"
+
+
+# The learning curves are read from the curve.csv beside each rerun metrics.json: not a declared output of the
+# trials (each declared file costs a sweep's DAG time), so the metrics files stand in for them here.
+rule plot_reruns:
+    input:
+        runs="results/tables/runs.csv",
+        best="results/tables/best.csv",
+        metrics=trial_metrics("rerun"),
+    output:
+        intervals=report(
+            "results/report/reruns.png",
+            caption="../workflow/report/reruns.rst",
+            category="Reruns",
+        ),
+        curves=report(
+            "results/report/learning_curves.png",
+            caption="../workflow/report/learning_curves.rst",
+            category="Reruns",
+        ),
+    log:
+        "logs/report/reruns.log",
+    conda:
+        "../envs/metatune.yaml"
+    script:
+        "../workflow/scripts/plot_reruns.py"
+
+
+rule plot_transfer:
+    input:
+        runs="results/tables/runs.csv",
+        best="results/tables/best.csv",
+    output:
+        metafeatures=report(
+            "results/report/transfer_metafeatures.png",
+            caption="../workflow/report/transfer_metafeatures.rst",
+            category="Transfer",
+        ),
+        stage_gain=report(
+            "results/report/stage2_vs_stage1.png",
+            caption="../workflow/report/stage_gain.rst",
+            category="Transfer",
+        ),
+    log:
+        "logs/report/transfer.log",
+    conda:
+        "../envs/metatune.yaml"
+    params:
+        space=config["space"],
+        n_metafeatures=4,
+    script:
+        "../workflow/scripts/plot_transfer.py"
+
+
+rule plot_cost:
+    input:
+        runs="results/tables/runs.csv",
+    output:
+        report(
+            "results/report/cost_quality.png",
+            caption="../workflow/report/cost_quality.rst",
+            category="Cost",
+        ),
+    log:
+        "logs/report/cost.log",
+    conda:
+        "../envs/metatune.yaml"
+    script:
+        "../workflow/scripts/plot_cost.py"
+
+
+rule plot_mbpp:
+    input:
+        comparison=rules.mbpp_compare.output[0],
+    output:
+        report(
+            "results/report/mbpp.png",
+            caption="../workflow/report/mbpp.rst",
+            category="MBPP",
+        ),
+    log:
+        "logs/report/mbpp.log",
+    conda:
+        "../envs/metatune.yaml"
+    script:
+        "../workflow/scripts/plot_mbpp.py"
+
+
+rule summary:
+    input:
+        runs="results/tables/runs.csv",
+        best="results/tables/best.csv",
+        recommendations=rules.recommendations.input if len(DATASETS) > 1 else [],
+    output:
+        report(
+            "results/report/summary.md",
+            caption="../workflow/report/summary.rst",
+            category="Summary",
+        ),
+    log:
+        "logs/report/summary.log",
+    conda:
+        "../envs/metatune.yaml"
+    script:
+        "../workflow/scripts/summary.py"
+
+
+rule optuna_journal:
+    input:
+        metrics=rules.export.input.metrics,
+    output:
+        "results/optuna/journal.log",
+    log:
+        "logs/report/optuna_journal.log",
+    conda:
+        "../envs/metatune.yaml"
+    params:
+        space=config["space"],
+        datasets=list(DATASETS),
+    script:
+        "../workflow/scripts/optuna_journal.py"
+
+
+# Named target: every file of the report (README: "Seeing the results").
+rule report_files:
+    input:
+        landscapes=expand("results/report/landscape/{dataset}.png", dataset=DATASETS),
+        slices=expand("results/report/slices/{dataset}.png", dataset=DATASETS),
+        search="results/report/best_so_far.png",
+        reruns=rules.plot_reruns.output,
+        transfer=rules.plot_transfer.output,
+        cost="results/report/cost_quality.png",
+        mbpp=REPORT_MBPP,
+        summary="results/report/summary.md",
+        journal="results/optuna/journal.log",

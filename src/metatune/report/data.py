@@ -1,0 +1,126 @@
+"""The numbers behind the report: pure functions from runs.csv, best.csv, the rerun curves and the optional
+MBPP table to tidy pandas frames. No plotting here."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from metatune.io import DataError, read_json
+
+# The stages that explore the space; reruns only repeat their best configurations with new seeds.
+SEARCH_STAGES = ("stage1", "stage2")
+# What the transfer plot explains with metafeatures, where the space has them.
+TRANSFER_TARGETS = ("learning_rate", "lora_r")
+MBPP_COLUMNS = ("dataset", "adapter_pass@1", "baseline_pass@1", "diff", "ci95_low", "ci95_high")
+RERUN_ID = re.compile(r"top(?P<rank>\d+)-seed(?P<seed>\d+)")
+
+
+def read_runs(path: str | Path) -> pd.DataFrame:
+    # Names and ids stay text even where one looks like a number.
+    return pd.read_csv(path, dtype={"run_id": str, "stage": str, "dataset": str, "status": str, "error": str})
+
+
+def read_best(path: str | Path) -> pd.DataFrame:
+    best = pd.read_csv(path, dtype={"dataset": str, "source_run_id": str, "hp": str, "winner": str})
+    best["winner"] = best["winner"].eq("True")
+    best["hp"] = best["hp"].map(json.loads)
+    return best
+
+
+def datasets(runs: pd.DataFrame) -> list[str]:
+    """Datasets in config order (runs.csv keeps it within each stage)."""
+    return list(dict.fromkeys(runs["dataset"]))
+
+
+def ok_loss(frame: pd.DataFrame) -> pd.Series:
+    """val_loss of ok trials, NaN for the rest: a diverged trial's last loss is no result to rank."""
+    return frame["val_loss"].where(frame["status"].eq("ok"))
+
+
+def best_so_far(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, its search trials in sweep order (stage 1, then stage 2 round by round) with the best ok loss
+    so far. A failed trial still counts as a trial spent."""
+    frames = []
+    for dataset, g in runs[runs["stage"].isin(SEARCH_STAGES)].groupby("dataset", sort=False):
+        loss = ok_loss(g)
+        frames.append(pd.DataFrame({"dataset": dataset, "stage": g["stage"].to_numpy(), "trial": range(1, len(g) + 1),
+                                    "val_loss": loss.to_numpy(), "best": loss.cummin().ffill().to_numpy()}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def stage_gain(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, the best ok loss of stage 1 (the grid) and of stage 2 (the optimizer's proposals)."""
+    ok = runs[runs["status"].eq("ok") & runs["stage"].isin(SEARCH_STAGES)]
+    table = ok.groupby(["dataset", "stage"], sort=False)["val_loss"].min().unstack().reindex(columns=list(SEARCH_STAGES))
+    table = table.reindex(datasets(runs)).dropna()
+    return pd.DataFrame({"dataset": table.index, "stage1_best": table["stage1"].to_numpy(),
+                         "stage2_best": table["stage2"].to_numpy()})
+
+
+def pareto_front(points: pd.DataFrame, cost: str, loss: str = "val_loss") -> pd.DataFrame:
+    """The rows no other row beats on both `cost` and `loss` (lower is better for both), by increasing cost."""
+    ordered = points.dropna(subset=[cost, loss]).sort_values([cost, loss], kind="stable")
+    return ordered[ordered[loss] < ordered[loss].cummin().shift(fill_value=math.inf)]
+
+
+def rerun_seeds(runs: pd.DataFrame) -> pd.DataFrame:
+    """Rerun trials with the rank of the configuration they repeat."""
+    reruns = runs[runs["stage"].eq("rerun")].copy()
+    reruns["rank"] = reruns["run_id"].map(lambda r: int(RERUN_ID.fullmatch(r)["rank"]))
+    return reruns
+
+
+def rerun_curves(metrics_paths: Iterable[str | Path], best: pd.DataFrame) -> pd.DataFrame:
+    """The learning curve of every rerun trial, read from the curve.csv its trial wrote beside metrics.json
+    (not a declared output: each declared file costs a sweep's DAG time), marked with whether its configuration
+    won its dataset."""
+    winners = {(row.dataset, row.rank) for row in best.itertuples() if row.winner}
+    frames = []
+    for path in metrics_paths:
+        m = read_json(path)
+        curve_path = Path(path).with_name("curve.csv")
+        if not curve_path.is_file():
+            raise DataError(f"{curve_path}: missing (every trial writes it before its metrics.json)")
+        curve = pd.read_csv(curve_path)
+        ids = RERUN_ID.fullmatch(m["run_id"])
+        if ids is None:
+            raise DataError(f"{path}: run_id {m['run_id']!r} is not a rerun id (top<rank>-seed<seed>)")
+        rank = int(ids["rank"])
+        frames.append(curve.assign(dataset=m["dataset"], rank=rank, seed=int(ids["seed"]), status=m["status"],
+                                   winner=(m["dataset"], rank) in winners))
+    return pd.concat(frames, ignore_index=True)
+
+
+def transfer_table(runs: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset: its metafeatures (mf_*) and its winner's hyperparameters (hp_*)."""
+    mf_columns = [c for c in runs.columns if c.startswith("mf_")]
+    metafeatures = runs.groupby("dataset", sort=False)[mf_columns].first()
+    rows = [{"dataset": w.dataset, **{f"hp_{k}": v for k, v in w.hp.items()}, **metafeatures.loc[w.dataset].to_dict()}
+            for w in best[best["winner"]].itertuples()]
+    return pd.DataFrame(rows)
+
+
+def informative_metafeatures(table: pd.DataFrame, targets: list[str], top: int) -> list[str]:
+    """The `top` metafeature columns that vary across datasets, the most rank-correlated with any target first
+    (ties, and targets every winner shares, fall back to name order)."""
+    varying = [c for c in table.columns if c.startswith("mf_") and table[c].nunique() > 1]
+
+    def strength(column: str) -> float:
+        cors = [table[column].corr(table[t], method="spearman") for t in targets if table[t].nunique() > 1]
+        return max((abs(c) for c in cors if not math.isnan(c)), default=0.0)
+
+    return sorted(varying, key=lambda c: (-strength(c), c))[:top]
+
+
+def read_mbpp_comparison(path: str | Path) -> pd.DataFrame:
+    table = pd.read_csv(path, dtype={"dataset": str})
+    missing = [c for c in MBPP_COLUMNS if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: missing columns {missing} (expected {list(MBPP_COLUMNS)})")
+    return table

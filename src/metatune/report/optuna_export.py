@@ -1,0 +1,63 @@
+"""Every trial as an Optuna JournalStorage file, so `optuna-dashboard results/optuna/journal.log` can browse the
+sweep: one study per dataset and stage, each trial with its hyperparameters under the config's distributions, its
+validation loss, and its run id, status and metrics as attributes. Trials that did not end ok are FAIL trials."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from metatune.contract import METRIC_FIELDS
+from metatune.export import natural_key
+from metatune.optimizer.baselines import distributions
+
+STAGES = ("stage1", "stage2", "rerun")
+
+
+def study_name(dataset: str, stage: str) -> str:
+    return f"{dataset}/{stage}"
+
+
+def frozen_trial(m: dict, dists: dict):
+    import optuna
+
+    ok = m["status"] == "ok"
+    return optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL,
+        value=m["val_loss"] if ok else None,
+        params={k: m["hp"][k] for k in dists},
+        distributions=dists,
+        user_attrs={"run_id": m["run_id"], "status": m["status"], "seed": m["seed"], "error": m["error"],
+                    "device": m["device"], "trainer": m["trainer"], "metrics": {k: m[k] for k in METRIC_FIELDS}},
+    )
+
+
+def write_journal(path: str | Path, metrics: list[dict], space: dict, dataset_order: list[str]) -> dict[str, int]:
+    """Write the journal (replacing any earlier one whole); returns the number of trials per study."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dists = distributions(space)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A journal is appended to: build it beside the target and move it in, so a reader never sees half a sweep.
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp)))
+    counts = {}
+    for dataset in dataset_order:
+        for stage in STAGES:
+            mine = [m for m in metrics if m["dataset"] == dataset and m["stage"] == stage]
+            if not mine:
+                continue
+            study = optuna.create_study(storage=storage, study_name=study_name(dataset, stage), direction="minimize")
+            with warnings.catch_warnings():  # experimental, and what labels the objective in the dashboard
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(["val_loss"])
+            study.set_user_attr("dataset", dataset)
+            study.set_user_attr("stage", stage)
+            study.add_trials([frozen_trial(m, dists) for m in sorted(mine, key=lambda m: natural_key(m["run_id"]))])
+            counts[study.study_name] = len(mine)
+    os.replace(tmp, path)
+    return counts
