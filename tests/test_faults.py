@@ -45,6 +45,7 @@ def test_chaos_kills_lose_nothing(reference, tmp_path):
         proc.wait()
         kills += 1
         run_snakemake(tmp_path, "--unlock", "--configfile", str(TINY))
+    print(f"chaos: {kills} SIGKILLs of the whole Snakemake tree survived")  # the figure, shown with pytest -s
     assert kills >= 5, "the sweep finished too early for the chaos test to mean anything"
     run_snakemake(tmp_path, "--cores", "2", "--configfile", str(TINY), "--rerun-incomplete")
     for table in ("runs.csv", "best.csv"):
