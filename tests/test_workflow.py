@@ -151,7 +151,7 @@ def test_data_stage_on_real_data_with_gpt2(tmp_path, shared):
                                                "sample_by": "paragraph"}},
             {"name": "codealpaca", "format": "instruction", "template": "alpaca",
              "source": {"kind": "local", "paths": [str(shared / "codealpaca" / "code_alpaca_2k.json")]}},
-            {"name": "mbpp", "format": "instruction", "template": "mbpp", "mbpp": True,
+            {"name": "mbpp", "format": "instruction", "template": "mbpp",
              "source": {"kind": "hf", "path": "json", "data_files": str(shared / "mbpp" / "mbpp.jsonl")}},
         ],
         "tokenizer": {"name": "gpt2"},
