@@ -7,7 +7,7 @@ import random
 
 import pandas as pd
 
-from metatune.space import canonical_hp, coerce, unit_vector
+from metatune.space import coerce, unit_vector
 
 # Two configurations closer than this (Euclidean, in the unit cube of the space) count as the same one.
 NEAR_DUPLICATE = 1e-3
@@ -69,7 +69,3 @@ def finalize(space: dict, history: pd.DataFrame, target: str, candidates: list[d
             if len(out) == n:
                 return out
     raise ValueError(f"could only find {len(out)} of {n} new configurations for {target}: the space is exhausted")
-
-
-def dedupe_key(hp: dict) -> str:
-    return canonical_hp(hp)
