@@ -118,10 +118,13 @@ def test_a_second_run_on_the_same_directory_refuses(tmp_path):
     try:
         # Trials running means the first run holds its lock (taken before the first job starts).
         deadline = time.monotonic() + 300
-        while not list((tmp_path / "logs" / "trials").rglob("*.log")) and time.monotonic() < deadline:
+        while (not list((tmp_path / "logs" / "trials").rglob("*.log")) and first.poll() is None
+               and time.monotonic() < deadline):
             time.sleep(0.2)
         assert list((tmp_path / ".snakemake" / "locks").glob("*")), "the first run never started its trials"
-        second = run_snakemake(tmp_path, "--cores", "1", "--configfile", str(path), check=False)
+        # --rerun-incomplete is the README's recovery command and the dangerous one: without the lock it would
+        # restart the jobs the first run has in flight (and without it, those show up as "incomplete" instead).
+        second = run_snakemake(tmp_path, "--cores", "1", "--configfile", str(path), "--rerun-incomplete", check=False)
         assert second.returncode != 0
         assert "Directory cannot be locked" in second.stderr + second.stdout
     finally:
