@@ -3,7 +3,8 @@
 # without a cluster account.
 #
 #   tests/slurm/cluster.sh start    install the Debian packages if missing, write the configs, start the daemons
-#   tests/slurm/cluster.sh stop     cancel this cluster's jobs and stop exactly the daemons that `start` started
+#   tests/slurm/cluster.sh stop     cancel this cluster's jobs, stop exactly the daemons that `start` started and
+#                                   remove the configs it wrote
 #   tests/slurm/cluster.sh status   which daemons run (with PIDs), the node state and the queue
 #   tests/slurm/cluster.sh clean    stop, then delete the state dir (database, spool, logs)
 #
@@ -360,6 +361,15 @@ cmd_stop() {
     stop_daemon slurmdbd
     stop_daemon mariadbd
     stop_daemon munged
+    # A slurm.conf naming a controller that is gone makes every Slurm client wait ~9 s for it, and the Slurm
+    # executor plugin runs `scontrol show config` when it is imported, i.e. in every `snakemake` call.
+    # `start` writes the configs again.
+    local f
+    for f in slurm.conf slurmdbd.conf gres.conf; do
+        if [[ -e $CONF_DIR/$f ]] && grep -qF "$MARKER" "$CONF_DIR/$f"; then
+            rm -f "$CONF_DIR/$f"
+        fi
+    done
 }
 
 cmd_status() {
