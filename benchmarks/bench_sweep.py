@@ -1,5 +1,8 @@
 """Sweep speed against the issue's targets, in one run:
-  1. `snakemake -n` of a 10,000-trial sweep (20 datasets x 500 trials): target at most 15 s.
+  1. `snakemake -n` of a 10,000-trial sweep (20 datasets x 500 trials): target at most 15 s. Beside it, the
+     floor: the same dry run of a bare Snakefile with 10,000 jobs of one trial-like rule (an input, an output,
+     a log, a shell command) and one rule that asks for them all. No workflow of 10,000 jobs is faster than
+     that on the same machine and Snakemake, so the ratio says how much the sweep's own DAG adds.
   2. 1,000 simulated trials end to end with --cores 2: target at most 180 s (printed as trials/s).
 Each sweep has 500 trials per dataset: a 400-point stage-1 grid, 5 rounds of 16 stage-2 proposals, the top 4
 rerun with 5 seeds. Usage: python benchmarks/bench_sweep.py [--skip-run]
@@ -37,10 +40,26 @@ def sweep_config(n_datasets: int) -> dict:
             "training": {"mode": "simulated"}}
 
 
-def snakemake(workdir: Path, config: dict, *args: str) -> tuple[float, subprocess.CompletedProcess]:
+FLOOR_SNAKEFILE = """
+TRIALS = [f"t{i}" for i in range(config["n_trials"])]
+rule all:
+    input: expand("trials/{trial}/metrics.json", trial=TRIALS)
+rule data:
+    output: "data.json"
+    shell: "touch {output}"
+rule trial:
+    input: data="data.json"
+    output: metrics="trials/{trial}/metrics.json"
+    log: "logs/{trial}.log"
+    shell: "python -m trial --id {wildcards.trial} --data {input.data} --metrics {output.metrics} > {log} 2>&1"
+"""
+
+
+def snakemake(workdir: Path, config: dict, *args: str, snakefile: Path = ROOT / "Snakefile"
+              ) -> tuple[float, subprocess.CompletedProcess]:
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    cmd = ["snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", str(path), *args]
+    cmd = ["snakemake", "-s", str(snakefile), "--directory", str(workdir), "--configfile", str(path), *args]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
@@ -54,13 +73,19 @@ def main() -> None:
     parser.add_argument("--skip-run", action="store_true", help="only the dry run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        floor = Path(tmp) / "floor"
+        floor.mkdir()
+        (floor / "Snakefile").write_text(FLOOR_SNAKEFILE)
+        floor_s, _ = snakemake(floor, {"n_trials": 10_000}, "-n", "-q", "rules", snakefile=floor / "Snakefile")
+        print(f"floor, bare Snakefile with 10000 trial jobs (-n -q rules): {floor_s:.1f} s")
         # `-q rules` prints the job counts per rule; a plain `-n` also prints every one of the 10,000 jobs.
         for label, quiet in (("dry run, job counts (-n -q rules)", ["-q", "rules"]), ("dry run, every job (-n)", [])):
             elapsed, proc = snakemake(Path(tmp), sweep_config(20), "-n", *quiet)
             stats = proc.stdout.split("Job stats:")[1].split("total")[0]  # printed twice; the first is enough
             n_trials = sum(int(line.split()[1]) for line in stats.splitlines()
                            if len(line.split()) == 2 and line.split()[0].startswith("trial_"))
-            print(f"{label}: {n_trials} trials in {elapsed:.1f} s (target 15 s: {15 / elapsed:.2f}x inside it)")
+            print(f"{label}: {n_trials} trials in {elapsed:.1f} s (target 15 s: {15 / elapsed:.2f}x inside it; "
+                  f"{elapsed / floor_s:.2f}x the floor)")
     if args.skip_run:
         return
     with tempfile.TemporaryDirectory() as tmp:

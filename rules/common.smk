@@ -69,6 +69,21 @@ def trial_metrics(stage, datasets=None):
     ]
 
 
+def collected(stage, datasets=None, rounds=STAGE2_ROUNDS):
+    """The collections that stand for a stage's trials as inputs (history.py says why): one per dataset, and
+    one per round of each dataset in stage 2."""
+    if stage == "stage2":
+        return [
+            f"results/collected/stage2/{d}/round{r}.jsonl"
+            for d in (datasets or DATASETS)
+            for r in rounds
+        ]
+    return [f"results/collected/{stage}/{d}.jsonl" for d in (datasets or DATASETS)]
+
+
+ALL_COLLECTED = collected("stage1") + collected("stage2") + collected("rerun")
+
+
 # What every trial reads, as wildcard patterns: the metafeatures; the bins (and their meta.json) or the JSONL
 # splits for trainers that train on them; the pretrained base model where trials fine-tune it. Static
 # patterns, not an input function: a sweep has thousands of trials, and each pattern is applied per job.
@@ -141,10 +156,5 @@ def stage1_hp(wildcards):
 
 
 def earlier_rounds(wildcards):
-    """Stage-2 metrics of this dataset's rounds before this one."""
-    batch = config["stage2"]["batch"]
-    return [
-        f"results/trials/stage2/{wildcards.dataset}/r{r}-{k}/metrics.json"
-        for r in range(1, int(wildcards.round))
-        for k in range(batch)
-    ]
+    """The collections of this dataset's stage-2 rounds before this one."""
+    return collected("stage2", [wildcards.dataset], range(1, int(wildcards.round)))

@@ -23,7 +23,7 @@ rule mbpp_baseline:
 rule mbpp_eval:
     input:
         best="results/tables/best.csv",
-        reruns=lambda wc: trial_metrics("rerun", [wc.dataset]),
+        reruns=lambda wc: collected("rerun", [wc.dataset]),
     output:
         generations="results/eval/mbpp/{dataset}/generations.jsonl",
         results="results/eval/mbpp/{dataset}/results.json",

@@ -51,12 +51,12 @@ rule plot_search:
 
 
 # The learning curves are read from the curve.csv beside each rerun metrics.json: not a declared output of the
-# trials (each declared file costs a sweep's DAG time), so the metrics files stand in for them here.
+# trials (each declared file costs a sweep's DAG time), so the rerun collections stand in for them here.
 rule plot_reruns:
     input:
         runs="results/tables/runs.csv",
         best="results/tables/best.csv",
-        metrics=trial_metrics("rerun"),
+        collected=collected("rerun"),
     output:
         intervals=report(
             "results/report/reruns.png",
@@ -157,7 +157,7 @@ rule summary:
 
 rule optuna_journal:
     input:
-        metrics=rules.export.input.metrics,
+        collected=ALL_COLLECTED,
     output:
         "results/optuna/journal.log",
     log:

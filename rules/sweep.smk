@@ -2,7 +2,9 @@
 # Every trial is a file target; stage-2 and rerun trials read their hyperparameters from the proposals or
 # selection file at run time, so the DAG is static and `snakemake -n` shows every job.
 # A trial's only declared output is metrics.json (written last, atomically); curve.csv and spec.json beside it
-# are written before it. Each declared file costs the DAG time, and sweeps have tens of thousands of trials.
+# are written before it. Each declared file and each input edge costs the DAG time, and sweeps have tens of
+# thousands of trials: so every metrics.json is read by one collect job only, and the rules downstream read
+# the collections (one JSONL per dataset and stage, per round in stage 2).
 
 
 rule trial_stage1:
@@ -25,9 +27,51 @@ rule trial_stage1:
         " --hp {params.hp:q} > {log} 2>&1"
 
 
+rule collect_stage1:
+    input:
+        metrics=lambda wc: trial_metrics("stage1", [wc.dataset]),
+    output:
+        "results/collected/stage1/{dataset}.jsonl",
+    log:
+        "logs/collect/stage1/{dataset}.log",
+    conda:
+        "../envs/metatune.yaml"
+    script:
+        "../workflow/scripts/collect_trials.py"
+
+
+rule collect_round:
+    input:
+        metrics=lambda wc: [
+            f"results/trials/stage2/{wc.dataset}/r{wc.round}-{k}/metrics.json"
+            for k in range(config["stage2"]["batch"])
+        ],
+    output:
+        "results/collected/stage2/{dataset}/round{round}.jsonl",
+    log:
+        "logs/collect/stage2/{dataset}/round{round}.log",
+    conda:
+        "../envs/metatune.yaml"
+    script:
+        "../workflow/scripts/collect_trials.py"
+
+
+rule collect_reruns:
+    input:
+        metrics=lambda wc: trial_metrics("rerun", [wc.dataset]),
+    output:
+        "results/collected/rerun/{dataset}.jsonl",
+    log:
+        "logs/collect/rerun/{dataset}.log",
+    conda:
+        "../envs/metatune.yaml"
+    script:
+        "../workflow/scripts/collect_trials.py"
+
+
 rule stage1_history:
     input:
-        metrics=trial_metrics("stage1"),
+        collected=collected("stage1"),
     output:
         "results/stage1/history.csv",
     log:
@@ -111,8 +155,8 @@ rule trial_stage2:
 
 rule select:
     input:
-        stage1=lambda wc: trial_metrics("stage1", [wc.dataset]),
-        stage2=lambda wc: trial_metrics("stage2", [wc.dataset]),
+        collected=lambda wc: collected("stage1", [wc.dataset])
+        + collected("stage2", [wc.dataset]),
     output:
         "results/rerun/{dataset}/selection.json",
     log:
@@ -150,7 +194,7 @@ rule trial_rerun:
 rule summarize_reruns:
     input:
         selections=expand("results/rerun/{dataset}/selection.json", dataset=DATASETS),
-        metrics=trial_metrics("rerun"),
+        collected=collected("rerun"),
     output:
         "results/tables/best.csv",
     log:
@@ -165,9 +209,7 @@ rule summarize_reruns:
 
 rule export:
     input:
-        metrics=trial_metrics("stage1")
-        + trial_metrics("stage2")
-        + trial_metrics("rerun"),
+        collected=ALL_COLLECTED,
         metafeatures=expand(
             "results/data/{dataset}/metafeatures.json", dataset=DATASETS
         ),
@@ -187,17 +229,17 @@ rule export:
 # Named targets, as the original pipeline's commands (README: "Stages").
 rule stage1:
     input:
-        trial_metrics("stage1"),
+        collected("stage1"),
 
 
 rule stage2:
     input:
-        trial_metrics("stage2"),
+        collected("stage2"),
 
 
 rule reruns:
     input:
-        trial_metrics("rerun"),
+        collected("rerun"),
 
 
 rule recommendations:

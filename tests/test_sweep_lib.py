@@ -5,11 +5,13 @@ import math
 import stat
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from metatune import config, export, select, space, trial
+from metatune import config, export, history, select, space, trial
 from metatune.contract import MetricsError, TrialSpec, validate_metrics
+from metatune.io import DataError
 from metatune.trainers import simulated
 
 SPACE = config.validate({"datasets": [{"name": "m", "source": {"kind": "builtin", "generator": "markov"}}]})["space"]
@@ -201,6 +203,24 @@ def test_hp_comes_from_a_proposals_file(tmp_path):
     assert trial.resolve_hp(None, str(p), 1) == {"a": 2}
     with pytest.raises(ValueError, match="no configuration at index 5"):
         trial.resolve_hp(None, str(p), 5)
+
+
+def test_collections_keep_every_trial_and_name_a_bad_one(tmp_path):
+    paths = []
+    for run_id in ("g1", "g2"):
+        trial.run(spec(tmp_path, run_id=run_id))
+        paths.append(tmp_path / "out" / run_id / "metrics.json")
+    collection = tmp_path / "stage1.jsonl"
+    assert history.write_collection(collection, paths) == 2
+    collected = history.read_collections([collection])
+    assert [(Path(t.path), t.metrics) for t in collected] == [(p, json.loads(p.read_text())) for p in paths]
+    paths[1].write_text('{"run_id": "g2"}')  # a trainer's output that breaks the contract
+    with pytest.raises(DataError, match=f"{paths[1]}: not a valid metrics.json"):
+        history.write_collection(tmp_path / "again.jsonl", paths)
+    assert history.read_collections([collection]) == collected  # the collection already written is untouched
+    collection.write_text(collection.read_text() + '{"path": "x"}\n')
+    with pytest.raises(DataError, match=f"{collection}: record 3: not a collected trial"):
+        history.read_collections([collection])
 
 
 # --- selection and export ------------------------------------------------------------------------------------

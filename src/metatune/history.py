@@ -1,4 +1,9 @@
-"""Trial history from metrics.json files: the table the optimizer, the selection and the export read."""
+"""Trial history from metrics.json files: the table the optimizer, the selection and the export read.
+
+The rules downstream of the trials read collections, not the metrics files: one JSONL per dataset and stage (per
+round in stage 2) with a line per trial. Each metrics.json is then the input of exactly one job, which matters
+because every input edge costs Snakemake's DAG about a millisecond, and a sweep has tens of thousands of trials.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,10 @@ import csv
 import io
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 from metatune.contract import MetricsError, validate_metrics
-from metatune.io import DataError, atomic_write_text, read_json
+from metatune.io import DataError, atomic_write_jsonl, atomic_write_text, iter_jsonl, read_json
 
 
 def read_metrics(paths: Iterable[str | Path]) -> list[dict]:
@@ -21,6 +27,33 @@ def read_metrics(paths: Iterable[str | Path]) -> list[dict]:
         except MetricsError as e:
             raise DataError(f"{p}: not a valid metrics.json: {e}") from None
     return out
+
+
+class CollectedTrial(NamedTuple):
+    path: str  # the trial's metrics.json; its curve.csv and adapter/ lie beside it
+    metrics: dict
+
+
+def write_collection(out: str | Path, metrics_paths: Iterable[str | Path]) -> int:
+    """The trials' metrics, validated, as one JSONL line each; returns the number of trials."""
+    paths = [str(p) for p in metrics_paths]
+    return atomic_write_jsonl(out, ({"path": p, "metrics": m} for p, m in zip(paths, read_metrics(paths))))
+
+
+def read_collections(paths: Iterable[str | Path]) -> list[CollectedTrial]:
+    """Every trial of the collections, in order; a line that is not a collected trial is an error naming it."""
+    out = []
+    for path in paths:
+        for lineno, record in enumerate(iter_jsonl(path), start=1):
+            try:
+                out.append(CollectedTrial(str(record["path"]), validate_metrics(record["metrics"])))
+            except (KeyError, TypeError, MetricsError) as e:
+                raise DataError(f"{path}: record {lineno}: not a collected trial ({type(e).__name__}: {e})") from None
+    return out
+
+
+def collected_metrics(paths: Iterable[str | Path]) -> list[dict]:
+    return [trial.metrics for trial in read_collections(paths)]
 
 
 def history_rows(metrics: list[dict], space: dict) -> list[dict]:

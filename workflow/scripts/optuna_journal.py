@@ -7,7 +7,7 @@ from metatune.rulelog import log_to
 
 def main(smk) -> None:
     with log_to(smk.log[0]):
-        metrics = history.read_metrics(smk.input.metrics)
+        metrics = history.collected_metrics(smk.input.collected)
         counts = optuna_export.write_journal(smk.output[0], metrics, smk.params.space, smk.params.datasets)
         print(f"{sum(counts.values())} trials in {len(counts)} studies: {counts}")
 

@@ -8,7 +8,7 @@ def main(smk) -> None:
     with log_to(smk.log[0]):
         best = data.read_best(smk.input.best)
         plots.rerun_intervals(best, data.rerun_seeds(data.read_runs(smk.input.runs)), smk.output.intervals)
-        curves = data.rerun_curves(smk.input.metrics, best)
+        curves = data.rerun_curves(smk.input.collected, best)
         plots.learning_curves(curves, list(dict.fromkeys(best["dataset"])), smk.output.curves)
 
 

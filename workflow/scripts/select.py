@@ -7,7 +7,7 @@ from metatune.rulelog import log_to
 
 def main(smk) -> None:
     with log_to(smk.log[0]):
-        metrics = history.read_metrics([*smk.input.stage1, *smk.input.stage2])
+        metrics = history.collected_metrics(smk.input.collected)
         atomic_write_json(smk.output[0], select.select_top(metrics, smk.params.top_k))
 
 

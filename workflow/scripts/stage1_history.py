@@ -6,7 +6,7 @@ from metatune.rulelog import log_to
 
 def main(smk) -> None:
     with log_to(smk.log[0]):
-        rows = history.history_rows(history.read_metrics(smk.input.metrics), smk.params.space)
+        rows = history.history_rows(history.collected_metrics(smk.input.collected), smk.params.space)
         history.write_history_csv(smk.output[0], rows, smk.params.space)
 
 

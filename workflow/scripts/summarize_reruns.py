@@ -7,7 +7,7 @@ from metatune.rulelog import log_to
 
 def main(smk) -> None:
     with log_to(smk.log[0]):
-        rerun_metrics = history.read_metrics(smk.input.metrics)
+        rerun_metrics = history.collected_metrics(smk.input.collected)
         rows = []
         for dataset, selection_path in zip(smk.params.datasets, smk.input.selections):
             mine = [m for m in rerun_metrics if m["dataset"] == dataset]

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from metatune.history import read_collections
 from metatune.io import DataError, read_json
 from metatune.mbpp import data, generate, prompts
 from metatune.mbpp.sandbox import SandboxSettings
@@ -58,15 +59,15 @@ def evaluate(model: str, adapter: str | None, settings: EvalSettings, generation
     return score_files(settings.problems, generations, results, sandbox, settings.workers, list(settings.k))
 
 
-def winning_adapter(best_csv: str | Path, dataset: str, rerun_metrics: list[str]) -> str:
+def winning_adapter(best_csv: str | Path, dataset: str, rerun_collections: list[str]) -> str:
     """The adapter of the dataset's winning configuration (best.csv), from its seed with the lowest val_loss."""
     with open(best_csv, newline="") as f:
         winners = [r for r in csv.DictReader(f) if r["dataset"] == dataset and r["winner"] == "True"]
     if not winners:
         raise DataError(f"{best_csv}: dataset {dataset} has no winner (every rerun configuration had a failed seed)")
     prefix = f"top{winners[0]['rank']}-"
-    runs = [(read_json(p), p) for p in rerun_metrics]
-    ok = [(m["val_loss"], p) for m, p in runs if m["run_id"].startswith(prefix) and m["status"] == "ok"]
+    ok = [(m["val_loss"], p) for p, m in read_collections(rerun_collections)
+          if m["run_id"].startswith(prefix) and m["status"] == "ok"]
     adapter = Path(min(ok)[1]).parent / "adapter"
     if not (adapter / "adapter_config.json").is_file():
         raise DataError(f"{adapter}: no saved adapter (rerun.save_adapter must be on for datasets with mbpp: true)")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from metatune.io import DataError, read_json
+from metatune.history import read_collections
+from metatune.io import DataError
 
 # The stages that explore the space; reruns only repeat their best configurations with new seeds.
 SEARCH_STAGES = ("stage1", "stage2")
@@ -76,14 +77,13 @@ def rerun_seeds(runs: pd.DataFrame) -> pd.DataFrame:
     return reruns
 
 
-def rerun_curves(metrics_paths: Iterable[str | Path], best: pd.DataFrame) -> pd.DataFrame:
-    """The learning curve of every rerun trial, read from the curve.csv its trial wrote beside metrics.json
-    (not a declared output: each declared file costs a sweep's DAG time), marked with whether its configuration
-    won its dataset."""
+def rerun_curves(collections: Iterable[str | Path], best: pd.DataFrame) -> pd.DataFrame:
+    """The learning curve of every rerun trial of the collections, read from the curve.csv its trial wrote
+    beside metrics.json (not a declared output: each declared file costs a sweep's DAG time), marked with
+    whether its configuration won its dataset."""
     winners = {(row.dataset, row.rank) for row in best.itertuples() if row.winner}
     frames = []
-    for path in metrics_paths:
-        m = read_json(path)
+    for path, m in read_collections(collections):
         curve_path = Path(path).with_name("curve.csv")
         if not curve_path.is_file():
             raise DataError(f"{curve_path}: missing (every trial writes it before its metrics.json)")
