@@ -44,11 +44,11 @@ def read_collections(paths: Iterable[str | Path]) -> list[CollectedTrial]:
     """Every trial of the collections, in order; a line that is not a collected trial is an error naming it."""
     out = []
     for path in paths:
-        for lineno, record in enumerate(iter_jsonl(path), start=1):
+        for number, record in enumerate(iter_jsonl(path), start=1):
             try:
                 out.append(CollectedTrial(str(record["path"]), validate_metrics(record["metrics"])))
             except (KeyError, TypeError, MetricsError) as e:
-                raise DataError(f"{path}: record {lineno}: not a collected trial ({type(e).__name__}: {e})") from None
+                raise DataError(f"{path}: record {number}: not a collected trial ({type(e).__name__}: {e})") from None
     return out
 
 
