@@ -3,6 +3,16 @@
 # The MBPP plot exists for configs with MBPP datasets; the summary's zero-shot recommendations need two datasets
 # or more (leave-one-out).
 REPORT_MBPP = ["results/report/mbpp.png"] if MBPP_DATASETS else []
+LIVE_JOURNAL = "results/optuna/live.log"
+
+
+def landed(collections):
+    """The receipts of rule optuna_live for these collections."""
+    return [
+        c.replace("results/collected/", "results/optuna/landed/", 1).removesuffix(".jsonl")
+        + ".json"
+        for c in collections
+    ]
 
 
 rule plot_landscape:
@@ -155,6 +165,47 @@ rule summary:
         "../workflow/scripts/summary.py"
 
 
+# The live journal: each collection's trials are appended to it as the collection lands (a high priority runs
+# these jobs as soon as they can; a dataset's rounds append in order), so `optuna-dashboard
+# results/optuna/live.log` follows a running sweep. Each job's declared output is a receipt; rule optuna_journal
+# below writes the complete journal once every collection is in.
+rule optuna_live:
+    input:
+        collection="results/collected/{stage}/{dataset}.jsonl",
+    output:
+        "results/optuna/landed/{stage}/{dataset}.json",
+    log:
+        "logs/report/optuna_live/{stage}/{dataset}.log",
+    wildcard_constraints:
+        stage="stage1|rerun",
+    priority: 50
+    conda:
+        "../envs/metatune.yaml"
+    params:
+        space=config["space"],
+        journal=LIVE_JOURNAL,
+    script:
+        "../workflow/scripts/optuna_live.py"
+
+
+rule optuna_live_round:
+    input:
+        collection="results/collected/stage2/{dataset}/round{round}.jsonl",
+        earlier=lambda wc: landed(earlier_rounds(wc)),
+    output:
+        "results/optuna/landed/stage2/{dataset}/round{round}.json",
+    log:
+        "logs/report/optuna_live/stage2/{dataset}/round{round}.log",
+    priority: 50
+    conda:
+        "../envs/metatune.yaml"
+    params:
+        space=config["space"],
+        journal=LIVE_JOURNAL,
+    script:
+        "../workflow/scripts/optuna_live.py"
+
+
 rule optuna_journal:
     input:
         collected=ALL_COLLECTED,
@@ -183,3 +234,4 @@ rule report_files:
         mbpp=REPORT_MBPP,
         summary="results/report/summary.md",
         journal="results/optuna/journal.log",
+        live=landed(ALL_COLLECTED),

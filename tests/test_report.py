@@ -18,7 +18,8 @@ from PIL import Image
 
 from conftest import ROOT, run_snakemake
 from metatune.optimizer.baselines import distributions
-from metatune.report import data, summary
+from metatune import export
+from metatune.report import data, optuna_export, summary
 
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 DATASETS = ["arith", "markov"]
@@ -88,31 +89,112 @@ def test_every_plot_is_there_and_drawn(swept):
     assert "chunks" in (swept / "logs" / "nanogpt_bins" / "arith.log").read_text()  # the progress bar's last line
 
 
-def test_optuna_journal_holds_every_trial(swept):
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(swept / "results" / "optuna" / "journal.log")))
-    runs = {(r["dataset"], r["stage"], r["run_id"]): r for r in read_csv(swept / "results" / "tables" / "runs.csv")}
-    studies = optuna.get_all_study_summaries(storage)
-    assert sorted(s.study_name for s in studies) == sorted(f"{d}/{s}" for d in DATASETS for s in TRIALS)
+def load_studies(journal: Path) -> dict:
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    return {s.study_name: optuna.load_study(study_name=s.study_name, storage=storage)
+            for s in optuna.get_all_study_summaries(storage)}
+
+
+def curve_of(swept: Path, row: pd.Series) -> dict[int, float]:
+    """The validation losses of a trial's curve.csv, by tokens seen."""
+    curve = pd.read_csv(swept / "results" / "trials" / row["stage"] / row["dataset"] / row["run_id"] / "curve.csv")
+    curve = curve.dropna(subset=["val_loss"])
+    return dict(zip(curve["tokens"].astype(int), curve["val_loss"]))
+
+
+def test_optuna_journal_is_what_an_optuna_user_expects(swept):
+    studies = load_studies(swept / "results" / "optuna" / "journal.log")
+    runs = export.read_runs(swept / "results" / "tables" / "runs.csv").set_index("trial_id")
     space = yaml.safe_load(TINY.read_text())["space"]
-    n_failed = 0
-    for s in studies:
-        dataset, stage = s.study_name.split("/")
-        study = optuna.load_study(study_name=s.study_name, storage=storage)
-        assert study.direction == optuna.study.StudyDirection.MINIMIZE and study.metric_names == ["val_loss"]
-        assert len(study.trials) == TRIALS[stage]
+    assert sorted(studies) == sorted(f"{d}/{s}" for d in DATASETS for s in TRIALS)
+    seen = set()
+    for name, study in studies.items():
+        dataset, stage = name.split("/")
+        assert study.direction == optuna.study.StudyDirection.MINIMIZE
+        assert study.user_attrs["trainer"] == "simulated" and study.user_attrs["token_budget"] > 0
         for trial in study.trials:
-            row = runs[(dataset, stage, trial.user_attrs["run_id"])]
-            assert trial.user_attrs["status"] == row["status"]
-            assert trial.distributions == distributions(space)
-            assert trial.params["target_modules"] == row["hp_target_modules"]
-            assert trial.user_attrs["metrics"]["gpu_hours"] == float(row["gpu_hours"])
+            assert trial.duration is not None and trial.duration.total_seconds() > 0  # real start and end
+            assert trial.intermediate_values, f"{name} trial {trial.number}: no learning curve"
+            assert all(isinstance(step, int) for step in trial.intermediate_values)
+        if stage == "rerun":
+            continue
+        assert study.metric_names == ["val_loss"] and len(study.trials) == TRIALS[stage]
+        for trial in study.trials:
+            row = runs.loc[trial.user_attrs["trial_id"]]
+            seen.add(trial.user_attrs["trial_id"])
+            assert trial.user_attrs["status"] == row["status"] and trial.params["target_modules"] == row["hp_target_modules"]
+            for metric in ("val_loss", "train_loss", "gpu_hours", "wall_s", "tokens_seen", "peak_mem_mb"):
+                assert trial.user_attrs[metric] == pytest.approx(row[metric]), metric  # one attribute each: sortable
+            assert trial.datetime_start.isoformat() == pd.Timestamp(row["started_at"]).tz_convert(None).isoformat()
+            assert trial.intermediate_values == curve_of(swept, row)  # step = tokens seen
             if row["status"] == "ok":
-                assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == float(row["val_loss"])
+                assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == row["val_loss"]
             else:
                 assert trial.state == optuna.trial.TrialState.FAIL and trial.value is None
-                n_failed += 1
-    assert n_failed == sum(r["status"] != "ok" for r in runs.values())
+            if stage == "stage1":  # the grid held lora_r, lora_alpha and batch_size at one value each
+                fixed = {k for k, d in trial.distributions.items() if d.single()}
+                assert fixed == {"lora_r", "lora_alpha", "batch_size"} == set(study.user_attrs["fixed_params"])
+            else:
+                assert trial.distributions == distributions(space)
+    assert seen == set(runs.index[runs["stage"].ne("rerun")])
+    stage1 = studies["arith/stage1"]
+    importances = optuna.importance.get_param_importances(stage1)  # the evaluator the dashboard uses
+    assert {k: importances[k] for k in ("lora_r", "lora_alpha", "batch_size")} == dict.fromkeys(
+        ("lora_r", "lora_alpha", "batch_size"), 0.0)  # nothing held fixed gets importance
+
+
+def test_rerun_studies_have_a_trial_per_configuration_and_the_winner_as_best(swept):
+    studies = load_studies(swept / "results" / "optuna" / "journal.log")
+    runs = export.read_runs(swept / "results" / "tables" / "runs.csv")
+    best = data.read_best(swept / "results" / "tables" / "best.csv")
+    for dataset in DATASETS:
+        study = studies[f"{dataset}/rerun"]
+        mine = best[best["dataset"].eq(dataset)]
+        assert [t.user_attrs["rank"] for t in study.trials] == list(mine["rank"])
+        winner = mine[mine["winner"]].iloc[0]
+        assert study.best_trial.user_attrs["rank"] == winner["rank"]
+        assert study.best_value == pytest.approx(winner["mean_val_loss"])
+        for trial in study.trials:
+            seeds = runs[runs["dataset"].eq(dataset) & runs["stage"].eq("rerun") & runs["rank"].eq(trial.user_attrs["rank"])]
+            assert trial.user_attrs["seed_trial_ids"] == list(seeds["trial_id"])
+            assert [trial.user_attrs[f"val_loss_seed{i}"] for i in seeds["seed_index"]] == list(seeds["val_loss"])
+            assert trial.user_attrs["source_trial_id"] in set(runs["trial_id"])
+            assert trial.user_attrs["gpu_hours"] == pytest.approx(seeds["gpu_hours"].sum())
+
+
+def test_the_live_journal_grew_as_collections_landed_and_holds_the_same_trials(swept):
+    live = load_studies(swept / "results" / "optuna" / "live.log")
+    final = load_studies(swept / "results" / "optuna" / "journal.log")
+    assert sorted(live) == sorted(final)
+    for name, study in final.items():
+        def key(t):
+            return (t.user_attrs.get("trial_id"), t.user_attrs.get("rank"), t.value, t.state, t.params,
+                    t.datetime_start, t.datetime_complete, t.intermediate_values)
+        assert [key(t) for t in live[name].trials] == [key(t) for t in study.trials], name
+    receipts = sorted((swept / "results" / "optuna" / "landed").rglob("*.json"))
+    assert len(receipts) == len(DATASETS) * (2 + 2)  # stage 1, 2 rounds, the reruns
+    assert sum(json.loads(r.read_text())["added"] for r in receipts) == sum(len(s.trials) for s in final.values())
+
+
+def test_landing_a_collection_again_adds_nothing(swept, tmp_path):
+    journal = tmp_path / "live.log"
+    collection = swept / "results" / "collected" / "stage1" / "arith.jsonl"
+    space = yaml.safe_load(TINY.read_text())["space"]
+    assert optuna_export.append_collection(journal, collection, space) == TRIALS["stage1"]
+    assert optuna_export.append_collection(journal, collection, space) == 0
+    assert len(load_studies(journal)["arith/stage1"].trials) == TRIALS["stage1"]
+
+
+def test_runs_csv_in_the_sweep_is_the_documented_table_with_unique_trial_ids(swept):
+    runs = export.read_runs(swept / "results" / "tables" / "runs.csv")
+    assert runs["trial_id"].is_unique and runs["run_id"].duplicated().any()  # run ids alone repeat across datasets
+    stage2 = runs[runs["stage"].eq("stage2")]
+    assert sorted(set(stage2["round"])) == [1, 2]
+    reruns = runs[runs["stage"].eq("rerun")]
+    sources = runs.set_index("trial_id").loc[reruns["source_trial_id"]]
+    hp = [c for c in runs.columns if c.startswith("hp_")]
+    assert (sources[hp].to_numpy() == reruns[hp].to_numpy()).all()  # each rerun repeats its source's configuration
+    assert (pd.to_datetime(runs["finished_at"]) > pd.to_datetime(runs["started_at"])).all()
 
 
 def test_summary_names_each_winner_with_its_interval(swept):

@@ -1,5 +1,6 @@
 """Rule summary: results/report/summary.md, the winners and the zero-shot recommendations in plain Markdown."""
 
+from metatune import export
 from metatune.io import atomic_write_text, read_json
 from metatune.report import data, summary
 from metatune.rulelog import log_to
@@ -8,7 +9,7 @@ from metatune.rulelog import log_to
 def main(smk) -> None:
     with log_to(smk.log[0]):
         recommendations = {doc["dataset"]: doc for doc in map(read_json, smk.input.recommendations)}
-        text = summary.summary_markdown(data.read_runs(smk.input.runs), data.read_best(smk.input.best), recommendations)
+        text = summary.summary_markdown(export.read_runs(smk.input.runs), data.read_best(smk.input.best), recommendations)
         atomic_write_text(smk.output[0], text)
 
 
