@@ -3,16 +3,6 @@
 # The MBPP plot exists for configs with MBPP datasets; the summary's zero-shot recommendations need two datasets
 # or more (leave-one-out).
 REPORT_MBPP = ["results/report/mbpp.png"] if MBPP_DATASETS else []
-LIVE_JOURNAL = "results/optuna/live.log"
-
-
-def landed(collections):
-    """The receipts of rule optuna_live for these collections."""
-    return [
-        c.replace("results/collected/", "results/optuna/landed/", 1).removesuffix(".jsonl")
-        + ".json"
-        for c in collections
-    ]
 
 
 rule plot_landscape:
@@ -56,6 +46,8 @@ rule plot_search:
         "logs/report/search.log",
     conda:
         "../envs/metatune.yaml"
+    params:
+        method=config["optimizer"]["method"],
     script:
         "../workflow/scripts/plot_search.py"
 
@@ -108,6 +100,7 @@ rule plot_transfer:
     params:
         space=config["space"],
         n_metafeatures=4,
+        method=config["optimizer"]["method"],
     script:
         "../workflow/scripts/plot_transfer.py"
 
@@ -161,6 +154,8 @@ rule summary:
         "logs/report/summary.log",
     conda:
         "../envs/metatune.yaml"
+    params:
+        method=config["optimizer"]["method"],
     script:
         "../workflow/scripts/summary.py"
 

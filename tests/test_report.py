@@ -65,12 +65,15 @@ def test_best_so_far_skips_failed_trials_and_reruns():
 
 
 def test_summary_without_recommendations_says_how_to_get_them():
-    runs = pd.DataFrame({"dataset": ["a"], "status": ["ok"]})
+    runs = pd.DataFrame({"dataset": ["a"] * 3, "status": ["ok"] * 3, "stage": ["stage1", "stage2", "stage2"],
+                         "round": [None, 1, 2], "val_loss": [2.0, 1.75, 2.5]})
     best = pd.DataFrame({"dataset": ["a"], "rank": [1], "winner": [True], "mean_val_loss": [1.5], "ci95_low": [1.25],
                          "ci95_high": [1.75], "n_seeds": [3], "source_run_id": ["g1"], "hp": [{"lora_r": 8}]})
-    text = summary.summary_markdown(runs, best, {})
+    text = summary.summary_markdown(runs, best, {}, "transfer")
     assert "| a | 1.5000 | [1.2500, 1.7500] | 3 | lora_r=8 | g1 (top1) |" in text
     assert "the `recommendations` target writes them" in text
+    assert "Stage 2 used the `transfer` method: 2 trials in 2 rounds" in text
+    assert "beat the stage-1 grid's best on 1 of 1 datasets" in text and "| a | 2.0000 | 1.7500 | -0.2500 |" in text
 
 
 # A tiny sweep with its report.

@@ -7,7 +7,7 @@ from metatune.rulelog import log_to
 
 def main(smk) -> None:
     with log_to(smk.log[0]):
-        plots.best_so_far(data.best_so_far(export.read_runs(smk.input.runs)), smk.output[0])
+        plots.best_so_far(data.best_so_far(export.read_runs(smk.input.runs)), smk.params.method, smk.output[0])
 
 
 main(snakemake)  # noqa: F821 - Snakemake's script directive defines `snakemake`

@@ -13,7 +13,7 @@ def main(smk) -> None:
         metafeatures = data.informative_metafeatures(table, [f"hp_{t}" for t in targets], smk.params.n_metafeatures)
         print(f"metafeatures shown: {metafeatures}")
         plots.transfer_metafeatures(table, metafeatures, targets, smk.params.space, smk.output.metafeatures)
-        plots.stage_gain(data.stage_gain(runs), smk.output.stage_gain)
+        plots.stage_gain(data.stage_gain(runs), smk.params.method, smk.output.stage_gain)
 
 
 main(snakemake)  # noqa: F821 - Snakemake's script directive defines `snakemake`

@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from metatune.report.data import datasets
+from metatune.report.data import datasets, stage_gain
 
 
 def format_hp(hp: dict) -> str:
@@ -50,11 +50,27 @@ def recommendation_rows(recommendations: dict[str, dict], names: list[str]) -> l
     return rows
 
 
-def summary_markdown(runs: pd.DataFrame, best: pd.DataFrame, recommendations: dict[str, dict]) -> str:
+def stage2_lines(runs: pd.DataFrame, method: str) -> list[str]:
+    """What stage 2 was (its method, rounds and trials) and whether its best beat the grid's, per dataset."""
+    stage2 = runs[runs["stage"].eq("stage2")]
+    gain = stage_gain(runs)
+    better = int((gain["stage2_best"] < gain["stage1_best"]).sum())
+    rows = ["| dataset | best of stage 1 (grid) | best of stage 2 | stage 2 - stage 1 |", "|---|---|---|---|"]
+    rows += [f"| {g.dataset} | {g.stage1_best:.4f} | {g.stage2_best:.4f} | {g.stage2_best - g.stage1_best:+.4f} |"
+             for g in gain.itertuples()]
+    intro = (f"Stage 2 used the `{method}` method: {len(stage2)} trials in {stage2['round'].nunique()} rounds. "
+             f"Its best beat the stage-1 grid's best on {better} of {len(gain)} datasets "
+             "(lowest validation loss among ok trials; lower is better).")
+    return [intro, "", *rows]
+
+
+def summary_markdown(runs: pd.DataFrame, best: pd.DataFrame, recommendations: dict[str, dict], method: str) -> str:
     names = datasets(runs)
     lines = [
         "# metatune sweep summary", "",
         f"{len(runs)} trials over {len(names)} datasets ({status_counts(runs)}).", "",
+        "## Stage 2 against the grid", "",
+        *stage2_lines(runs, method), "",
         "## Winner per dataset", "",
         "The lowest mean validation loss over the rerun seeds among configurations whose every seed succeeded, "
         "with its 95% t-interval (`results/tables/best.csv`).", "",
