@@ -19,7 +19,7 @@ from PIL import Image
 from conftest import ROOT, run_snakemake
 from metatune.optimizer.baselines import distributions
 from metatune import export
-from metatune.report import data, optuna_export, summary
+from metatune.report import data, optuna_export, plots, summary
 
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 DATASETS = ["arith", "markov"]
@@ -74,6 +74,66 @@ def test_summary_without_recommendations_says_how_to_get_them():
     assert "the `recommendations` target writes them" in text
     assert "Stage 2 used the `transfer` method: 2 trials in 2 rounds" in text
     assert "beat the stage-1 grid's best on 1 of 1 datasets" in text and "| a | 2.0000 | 1.7500 | -0.2500 |" in text
+
+
+# How the figures read: any scale of tokens, legends off the data.
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plot functions save, kept open to inspect."""
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, out: figures.append(fig))
+    yield figures
+    for fig in figures:
+        plots.plt.close(fig)
+
+
+def tick_labels(axis) -> list[str]:
+    axis.axes.figure.canvas.draw()
+    return [t.get_text() for t in axis.get_ticklabels() if t.get_text()]
+
+
+@pytest.mark.parametrize("budget, suffix", [(200_000, "k"), (30_000_000, "M"), (4_000_000_000, "G")])
+def test_learning_curve_token_axes_read_at_any_scale(drawn, budget, suffix):
+    tokens = np.linspace(budget / 10, budget, 10)
+    curves = pd.DataFrame({"dataset": "a", "rank": 1, "seed": np.repeat([1, 2], 10), "status": "ok", "winner": True,
+                           "tokens": np.tile(tokens, 2), "val_loss": 2.0, "train_loss": 1.9})
+    plots.learning_curves(curves, ["a"], "unused.png")
+    labels = tick_labels(drawn[0].axes[0].xaxis)
+    assert all(re.fullmatch(r"0|\d{1,3}(\.\d)?[kMG]", label) for label in labels), labels
+    assert labels[-1].endswith(suffix), labels
+
+
+def test_log_axes_label_plain_values_without_overlap(drawn):
+    space = {"learning_rate": {"type": "log_float", "low": 1e-5, "high": 3e-2},
+             "lora_r": {"type": "int", "low": 1, "high": 64, "log": True}}
+    runs = pd.DataFrame({"dataset": "a", "stage": "stage1", "status": "ok", "val_loss": [2.0, 1.5, 1.8, 2.2],
+                         "hp_learning_rate": [1e-5, 1e-4, 1e-3, 3e-2], "hp_lora_r": [2, 4, 8, 16]})
+    plots.loss_slices(runs, space, "a", "unused.png")
+    fig = drawn[0]
+    for ax in fig.axes:
+        labels = tick_labels(ax.xaxis)
+        assert labels and not any("times" in label or "^" in label for label in labels), labels
+        extents = [t.get_window_extent() for t in ax.xaxis.get_ticklabels() if t.get_text()]
+        assert all(a.x1 <= b.x0 for a, b in zip(extents, extents[1:])), f"{ax.get_xlabel()}: labels overlap"
+
+
+def test_legends_sit_outside_every_panel(drawn):
+    runs = pd.DataFrame({"dataset": ["a"] * 4 + ["b"] * 4, "stage": ["stage1", "stage1", "stage2", "stage2"] * 2,
+                         "status": ["ok", "diverged", "ok", "ok"] * 2, "val_loss": [2.0, None, 1.5, 1.7] * 2,
+                         "gpu_hours": [0.0] * 8, "wall_s": [1.0, 2.0, 3.0, 4.0] * 2, "peak_mem_mb": [10.0] * 8})
+    plots.best_so_far(data.best_so_far(runs), "transfer", "unused.png")
+    plots.cost_quality(runs, "unused.png")
+    plots.stage_gain(data.stage_gain(runs), "transfer", "unused.png")
+    for fig in drawn:
+        fig.canvas.draw()
+        assert not any(ax.get_legend() for ax in fig.axes)
+        (legend,) = fig.legends
+        box = legend.get_window_extent()
+        for ax in fig.axes:
+            assert not box.overlaps(ax.get_window_extent()), "a legend covers a panel"
+    assert "stage 2 (transfer)" in [t.get_text() for t in drawn[0].legends[0].get_texts()]
+    assert drawn[1].axes[0].get_xlabel() == "training seconds (no GPU)"  # no trial used a GPU
 
 
 # A tiny sweep with its report.
@@ -202,10 +262,12 @@ def test_runs_csv_in_the_sweep_is_the_documented_table_with_unique_trial_ids(swe
 
 def test_summary_names_each_winner_with_its_interval(swept):
     text = (swept / "results" / "report" / "summary.md").read_text()
+    assert "Stage 2 used the `tpe` method: 8 trials in 2 rounds." in text  # tests/configs/tiny.yaml's
+    winner_section = text.split("## Winner per dataset", 1)[1].split("\n## ", 1)[0]
     winners = [r for r in read_csv(swept / "results" / "tables" / "best.csv") if r["winner"] == "True"]
     assert [w["dataset"] for w in winners] == DATASETS
     for w in winners:
-        line = next(line for line in text.splitlines() if line.startswith(f"| {w['dataset']} |"))
+        line = next(line for line in winner_section.splitlines() if line.startswith(f"| {w['dataset']} |"))
         mean, low, high = (float(w[k]) for k in ("mean_val_loss", "ci95_low", "ci95_high"))
         assert f"| {mean:.4f} | [{low:.4f}, {high:.4f}] |" in line and w["source_run_id"] in line
     for dataset in DATASETS:  # the zero-shot recommendations, leave-one-out, from the `recommendations` target
@@ -233,6 +295,8 @@ def test_snakemake_report_embeds_every_plot(report_html, tmp_path):
         image.write_bytes(base64.b64decode(entry["data_uri"].split("base64,", 1)[1]))
         assert_not_blank(image, f"the report's {name}")
     assert "results/report/summary.md" in results
+    for table in ("results/tables/runs.csv", "results/tables/best.csv"):  # the tables, in category "Tables"
+        assert table in results and results[table]["mime_type"] == "text/csv", table
 
 
 def chromium(report: Path, tmp_path: Path, script: str | None, *args: str) -> subprocess.CompletedProcess:
