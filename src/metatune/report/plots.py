@@ -65,13 +65,17 @@ def tokens_axis(axis) -> None:
     axis.set_major_locator(MaxNLocator(5))
 
 
-def log_axis(axis, values: np.ndarray) -> None:
+def log_axis(axis, values: np.ndarray, integer: bool) -> None:
     """Log-scale ticks written plainly (0.0003, 16, 128), as many per decade as the data's range leaves room
-    for, the minor ticks unlabelled: matplotlib's default labels a narrow range's minor ticks until they overlap."""
+    for, the minor ticks unlabelled: matplotlib's default labels a narrow range's minor ticks until they overlap.
+    Within less than a decade the scale is nearly linear, and evenly spaced ticks read best."""
     finite = values[np.isfinite(values) & (values > 0)]
     decades = math.log10(finite.max() / finite.min()) if len(finite) else 0.0
-    subs = (1.0, 2.0, 5.0) if decades <= 1.5 else (1.0, 3.0) if decades <= 2.5 else (1.0,)
-    axis.set_major_locator(LogLocator(subs=subs, numticks=20))
+    if decades < 1.0:
+        axis.set_major_locator(MaxNLocator(4, integer=integer))
+    else:
+        subs = (1.0, 2.0, 5.0) if decades <= 1.5 else (1.0, 3.0) if decades <= 2.5 else (1.0,)
+        axis.set_major_locator(LogLocator(subs=subs, numticks=20))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     axis.set_minor_formatter(NullFormatter())
 
@@ -92,7 +96,7 @@ def axis_values(ax, param: dict, values: pd.Series, axis: str, jitter_seed: int 
         return index + rng.uniform(-0.15, 0.15, len(index))
     if param["type"] == "log_float" or param.get("log"):
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-        log_axis(ax.xaxis if axis == "x" else ax.yaxis, values.to_numpy(dtype=float))
+        log_axis(ax.xaxis if axis == "x" else ax.yaxis, values.to_numpy(dtype=float), param["type"] == "int")
     return values.to_numpy(dtype=float)
 
 

@@ -58,7 +58,8 @@ def stage2_lines(runs: pd.DataFrame, method: str) -> list[str]:
     rows = ["| dataset | best of stage 1 (grid) | best of stage 2 | stage 2 - stage 1 |", "|---|---|---|---|"]
     rows += [f"| {g.dataset} | {g.stage1_best:.4f} | {g.stage2_best:.4f} | {g.stage2_best - g.stage1_best:+.4f} |"
              for g in gain.itertuples()]
-    intro = (f"Stage 2 used the `{method}` method: {len(stage2)} trials in {stage2['round'].nunique()} rounds. "
+    rounds = stage2["round"].nunique()
+    intro = (f"Stage 2 used the `{method}` method: {len(stage2)} trials in {rounds} round{'s' * (rounds != 1)}. "
              f"Its best beat the stage-1 grid's best on {better} of {len(gain)} datasets "
              "(lowest validation loss among ok trials; lower is better).")
     return [intro, "", *rows]
