@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import ROOT, run_snakemake
 from metatune.optimizer.baselines import distributions
-from metatune import export
+from metatune import export, history
 from metatune.report import data, optuna_export, plots, summary
 
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
@@ -234,7 +234,10 @@ def test_the_live_journal_grew_as_collections_landed_and_holds_the_same_trials(s
             return (t.user_attrs.get("trial_id"), t.user_attrs.get("rank"), t.value, t.state, t.params,
                     t.datetime_start, t.datetime_complete, t.intermediate_values)
         assert [key(t) for t in live[name].trials] == [key(t) for t in study.trials], name
-    receipts = sorted((swept / "results" / "optuna" / "landed").rglob("*.json"))
+    landed, collected = swept / "results" / "optuna" / "landed", swept / "results" / "collected"
+    for dataset in DATASETS:  # stage 1 was in the live journal before the reruns were collected
+        assert (landed / "stage1" / f"{dataset}.json").stat().st_mtime < (collected / "rerun" / f"{dataset}.jsonl").stat().st_mtime
+    receipts = sorted(landed.rglob("*.json"))
     assert len(receipts) == len(DATASETS) * (2 + 2)  # stage 1, 2 rounds, the reruns
     assert sum(json.loads(r.read_text())["added"] for r in receipts) == sum(len(s.trials) for s in final.values())
 
@@ -246,6 +249,19 @@ def test_landing_a_collection_again_adds_nothing(swept, tmp_path):
     assert optuna_export.append_collection(journal, collection, space) == TRIALS["stage1"]
     assert optuna_export.append_collection(journal, collection, space) == 0
     assert len(load_studies(journal)["arith/stage1"].trials) == TRIALS["stage1"]
+
+
+def test_curves_and_times_of_odd_trials(tmp_path):
+    metrics = tmp_path / "t" / "metrics.json"
+    metrics.parent.mkdir()
+    metrics.write_text("{}")
+    assert optuna_export.read_curve(str(metrics)) == {}  # an external trainer may write no curve
+    (tmp_path / "t" / "curve.csv").write_text("step,tokens,train_loss,val_loss\n1,100,2.5,\n2,200,2.4,nan\n"
+                                              "3,x,2.3,2.2\n4,400,2.2,2.1\n")
+    assert optuna_export.read_curve(str(metrics)) == {400: 2.1}  # rows without a finite loss or tokens skipped
+    legacy = history.CollectedTrial(str(metrics), {"wall_s": 30.0})  # from before started_at was recorded
+    start, end = optuna_export.times(legacy)
+    assert (end - start).total_seconds() == 30.0 and end.timestamp() == pytest.approx(metrics.stat().st_mtime)
 
 
 def test_runs_csv_in_the_sweep_is_the_documented_table_with_unique_trial_ids(swept):
