@@ -1,4 +1,7 @@
 # The two commands a newcomer needs (README): `make demo` and `make test`. Both install what they need first.
+# bash with pipefail: `snakemake ... | dot` fails when snakemake does, instead of leaving an empty picture.
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 # Debian packages the tests use: bubblewrap (the MBPP sandbox), graphviz (DAG pictures) and chromium (the report

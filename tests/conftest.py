@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 SHARED = Path(os.environ.get("METATUNE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 GPT2_BPE = SHARED / "gpt2_tokenizer" / "gpt2.tiktoken"
 # tiktoken caches a downloaded rank file under the sha1 of its URL; r50k_base's is this one.
@@ -44,6 +45,15 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 600, check: bool = T
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory) -> Path:
+    """The tiny simulated sweep of tests/configs/tiny.yaml, run once for the whole session (it takes a minute or
+    two on 2 cores). Tests read it or run what leaves its results as they are; one that changes them runs its own."""
+    workdir = tmp_path_factory.mktemp("tiny-sweep")
+    run_snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
+    return workdir
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:
