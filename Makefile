@@ -11,7 +11,7 @@ DEBIAN_PACKAGES = bubblewrap graphviz chromium
 # Linux torch from plain PyPI is the multi-GB CUDA build; the CPU build comes from PyTorch's own index.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install system-packages demo test dag pins
+.PHONY: install system-packages demo test lint dag pins
 
 # Every version exactly as in constraints.txt (the one place pins live); torch first, from TORCH_INDEX.
 install:
@@ -31,6 +31,10 @@ demo: install
 
 test: install system-packages
 	$(PYTHON) -m pytest -q tests
+
+# Python style and bug patterns, as configured in pyproject.toml ([tool.ruff]); CI runs it before the tests.
+lint: install
+	$(PYTHON) -m ruff check .
 
 # The rule graph of the default workflow, as in the README.
 dag:

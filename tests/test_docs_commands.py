@@ -16,8 +16,9 @@ gives its reason after the kind:
     -->
 
 In a marker's commands $TINY_SWEEP is the folder of a finished sweep of tests/configs/tiny.yaml (the session's
-`tiny_sweep`, conftest.py), for commands that need results. The blocks of one document share one scratch copy, in document order, as a reader's shell would; a block whose
-commands need files from earlier ones makes them in its `setup`, so it also runs alone (`-k README.md:63`).
+`tiny_sweep`, conftest.py), for commands that need results. The blocks of one document share one scratch copy,
+in document order, as a reader's shell would; a block whose commands need files from earlier ones makes them in
+its `setup`, so it also runs alone (`-k README.md:63`).
 Blocks in any other language are not run, and a block with no language is an error (a command could hide in it).
 """
 
