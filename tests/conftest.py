@@ -38,6 +38,17 @@ def tiktoken_cache(tmp_path_factory) -> Path:
     return cache
 
 
+# What a copy of the repository leaves out: git, a workflow's outputs and caches from runs in the checkout, venvs.
+NOT_COPIED = shutil.ignore_patterns(".git", ".snakemake", "results", "resources", "logs", "__pycache__",
+                                    ".pytest_cache", ".ruff_cache", ".venv", "report.html")
+
+
+def copy_repository(dest: Path) -> Path:
+    """A scratch copy of the checkout (what a fresh clone holds, plus uncommitted edits) to run the workflow from."""
+    shutil.copytree(ROOT, dest, ignore=NOT_COPIED)
+    return dest
+
+
 def run_snakemake(workdir: Path, *args: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
     """Run the project's workflow in `workdir` (results land there, not in the checkout)."""
     cmd = ["snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]

@@ -26,23 +26,19 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, copy_repository
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_LANGUAGES = {"bash", "sh", "console"}
 KINDS = {"skip", "dry-run", "setup", "run-as"}
 # What a dry-run block's commands mean: everything else runs for real.
 DRY_RUN = 'snakemake() { command snakemake -n "$@"; }\nmake() { command make -n "$@"; }\n'
-# Outputs a scratch copy must not inherit from the checkout (a demo run there, caches).
-NOT_COPIED = shutil.ignore_patterns(".git", ".snakemake", "results", "resources", "logs", "__pycache__",
-                                    ".pytest_cache", ".ruff_cache", "report.html")
 BLOCK_TIMEOUT_S = 600
 
 
@@ -172,8 +168,7 @@ def scratch(tmp_path_factory, shared):
     def workspace(doc: str) -> tuple[Path, dict[str, str]]:
         if doc not in copies:
             base = tmp_path_factory.mktemp("doc-" + re.sub(r"\W", "-", doc))
-            repo = base / "metatune"
-            shutil.copytree(ROOT, repo, ignore=NOT_COPIED)
+            repo = copy_repository(base / "metatune")
             (base / "home").mkdir()
             env = {k: v for k, v in os.environ.items()
                    if k not in {"METATUNE_SLURM_ACCOUNT", "XDG_CONFIG_HOME", "PYTHONPATH"}}

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from packaging.utils import canonicalize_name
 
-from conftest import ROOT
+from conftest import ROOT, copy_repository
 
 spec = importlib.util.spec_from_file_location("pins", ROOT / "envs" / "pins.py")
 pins = importlib.util.module_from_spec(spec)
@@ -101,9 +101,7 @@ if _os.environ.get("METATUNE_IMPORT_PROBE"):
 def test_rules_import_the_workflows_own_library(tmp_path):
     """A copy of the workflow, run with no PYTHONPATH (Snakemake removes it when it activates a conda env) while
     another metatune is installed: every job, script and shell rules alike, imports the copy's library."""
-    workflow = tmp_path / "copy"
-    shutil.copytree(ROOT, workflow, ignore=shutil.ignore_patterns(".git", ".snakemake", "results", "resources",
-                                                                  "logs", "__pycache__", ".pytest_cache"))
+    workflow = copy_repository(tmp_path / "copy")
     with (workflow / "src" / "metatune" / "__init__.py").open("a") as init:
         init.write(PROBE)
     config = yaml.safe_load((ROOT / "tests" / "configs" / "tiny.yaml").read_text())
