@@ -179,6 +179,13 @@ def scratch(tmp_path_factory, shared):
     return workspace
 
 
+def checkout_files() -> str:
+    """Every file git sees in the checkout, ignored ones included: a block must add or change none."""
+    proc = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--ignored"], cwd=ROOT,
+                          capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else ""  # not a git checkout: nothing to compare
+
+
 @pytest.mark.parametrize("block", shell_blocks(), ids=lambda b: b.id)
 def test_doc_block_runs(block: Block, scratch, request):
     script = block.script()
@@ -187,7 +194,9 @@ def test_doc_block_runs(block: Block, scratch, request):
     repo, env = scratch(block.doc)
     if "$TINY_SWEEP" in script:  # built only for the blocks that ask for it
         env = env | {"TINY_SWEEP": str(request.getfixturevalue("tiny_sweep"))}
+    before = checkout_files()
     proc = run_script(script, repo, env)
+    assert checkout_files() == before, f"{block.id} wrote into the checkout"
     assert proc.returncode == 0, (f"{block.id} failed ({proc.returncode}):\n{script}\n--- stdout\n"
                                   f"{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-5000:]}")
 
