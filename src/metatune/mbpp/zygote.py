@@ -1,34 +1,45 @@
-"""The sandbox's zygote: a long-lived process that forks one child per untrusted program.
+"""The sandbox's template: a pre-imported process that forks one fresh task per completion and never sees one.
 
-Run as a script (standard library only) inside bubblewrap by metatune.mbpp.sandbox; never imported by the
-trusted side. Starting a Python interpreter costs ~20 ms plus its imports; forking this already-warm process
-costs well under 1 ms, which is where the harness gets its speed.
+Run as a script (standard library only, plus wire.py beside it) inside bubblewrap by metatune.mbpp.sandbox;
+never imported by the trusted side. Forking this warm process costs far less than starting an interpreter.
 
-Protocol on the pipes the trusted side holds (each message: 4-byte big-endian length + UTF-8 JSON):
-    zygote -> parent  {"ready": true}                           once, after setup
-    parent -> zygote  {"code", "setup", "imports", "exprs", "timeout"}
-    zygote -> parent  {"exit", "timed_out", "wall", "output", "truncated"}
-`output` is what the child wrote on its result pipe, capped at max_output bytes. It is untrusted data: the
-parent parses it strictly. The request never contains an expected value (see metatune.mbpp.checks).
+What the template never holds: a request, a completion, a result. Per task it makes a socket pair, forks,
+and passes one end to the trusted parent over its control socket (SCM_RIGHTS); the parent writes the request
+into it and reads the result out of it directly. So a task's memory is the template's (imports only) plus its
+own request: nothing an earlier task sent or received is there to find.
 
-Isolation done here (bubblewrap adds the namespaces and the read-only file system around it):
-  - the zygote drops to `nobody` right away (it starts as root only so that it can) and makes itself
-    non-dumpable, so a child running as the same uid cannot ptrace it or open /proc/<zygote>/fd or mem;
-  - each child starts a new session, keeps only its result pipe open, applies rlimits (CPU time, address
-    space, processes, file size, open files, no core dumps) and then runs the untrusted code;
-  - after the child exits or its wall time runs out, every process of the task is SIGKILLed: with a pid
-    namespace, kill(-1) from `nobody` reaches every task process, even ones that double-forked into a new
-    session, and nothing outside the namespace; without one (fallback), only the child's process group.
+Protocol on the control socket (each JSON message: 4-byte big-endian length + UTF-8 JSON):
+    template -> parent  {"ready": true, "uid": int}               once, after setup
+    parent -> template  b"F"                                      one byte: fork a task
+    template -> parent  b"T" + the parent's end of the task socket (SCM_RIGHTS)
+    template -> parent  {"exit", "timed_out", "wall", "setup_error"} once every process of the task is gone
+On the task socket: parent -> task {"code", "setup", "imports", "cuts": [[source, "value" | "truth"]]},
+then task -> parent wire.encode_result(...) until EOF. The parent decodes it strictly (wire.decode_result).
+
+Each task, with `task_namespaces` (always inside bubblewrap):
+    C (forked from the template): drops to a uid of its own when the template is root (a fresh one per task),
+        then unshares a new user, pid, ipc and mount namespace and maps just that uid; forks G and reports
+        G's wait status. The template kills C and then every process left below it.
+    G (pid 1 of the new pid namespace): a private mount tree with a fresh /proc, a fresh size-limited tmpfs
+        on /tmp and /dev/shm (the interpreter's prefix bound back if it lives under /tmp), a new session
+        keyring; then rlimits, no capabilities, no new privileges, and the completion runs.
+    When G dies the kernel kills everything in its pid namespace; the namespaces, their tmpfs, SysV IPC
+    objects and keyrings go with them. Processes of one task cannot see the template, the parent or any other
+    task (no pid to name for kill, prlimit, setpriority or ptrace), and their process count is their own user
+    namespace's (RLIMIT_NPROC counts per user namespace).
+Without namespaces (the explicit weak fallback outside bubblewrap) a task gets a directory of its own, runs as a
+uid of its own if we are root, and every process that stays below the template (a child subreaper) is killed.
 """
 
-import builtins
 import ctypes
 import json
 import os
+import platform
 import resource
 import select
 import shutil
 import signal
+import socket
 import struct
 import sys
 import time
@@ -36,42 +47,61 @@ import time
 # Modules MBPP solutions import most (counted over mbpp.jsonl): imported once here, inherited by every fork.
 import array, bisect, cmath, collections, copy, datetime, functools, heapq, itertools, math, operator, re, string  # noqa: E401,F401,E501
 
-# Bound before any untrusted code runs: a completion that patches builtins.type must not blind the encoder.
-_type, _issubclass = type, issubclass
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wire  # noqa: E402
 
-PR_SET_DUMPABLE = 4
+libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 4, 24, 38, 36
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID = 0x20000, 0x08000000, 0x10000000, 0x20000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 0x1000, 0x4000, 1 << 18
+CAP_KILL, CAP_SETGID, CAP_SETUID = 5, 6, 7
+KEYCTL_JOIN_SESSION_KEYRING = 1
+SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}.get(platform.machine())
+TASK_UID = 1000  # the task's uid inside its own user namespace
 RESULT_FD = 3
-MAX_DEPTH = 100
+PROC_COVERS = ("sys", "sysrq-trigger", "irq", "bus")  # bubblewrap's read-only binds inside its /proc
 
 
-# ---------------------------------------------------------------- the child side (runs untrusted code)
+def _check(ret, what):
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
 
-def encode(value, depth=0):
-    """Plain data as tagged JSON. Built-in types only (subclasses are read through the base type's own
-    methods, so an overridden __eq__, __iter__ or __repr__ is never called); anything else is refused."""
-    if depth > MAX_DEPTH:
-        raise ValueError("value nested too deeply")
-    t = _type(value)
-    if value is None:
-        return ["none"]
-    if t is bool:
-        return ["bool", value is True]
-    if _issubclass(t, int):
-        return ["int", int.__repr__(value)]
-    if _issubclass(t, float):
-        return ["float", float.__repr__(value)]
-    if _issubclass(t, complex):
-        return ["complex", complex.__repr__(value)]
-    if _issubclass(t, str):
-        return ["str", str.__str__(value)]
-    if _issubclass(t, bytes):
-        return ["bytes", bytes.hex(value)]
-    for base in (list, tuple, set, frozenset):
-        if _issubclass(t, base):
-            return [base.__name__, [encode(x, depth + 1) for x in base.__iter__(value)]]
-    if _issubclass(t, dict):
-        return ["dict", [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in dict.items(value)]]
-    raise TypeError(f"cannot return a {t.__name__!s} (only built-in data types)")
+
+def mount(source, target, fstype, flags, options=None):
+    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    _check(libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(options)), f"mount {target}")
+
+
+def set_capabilities(keep=()):
+    """Keep only `keep` (capability numbers): drop the rest from the bounding set, then from every set."""
+    for cap in range(64):
+        if cap not in keep:
+            libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the last capability: nothing to drop
+    bits = sum(1 << c for c in keep)
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    data = (ctypes.c_uint32 * 6)(bits, bits, 0, 0, 0, 0)  # effective, permitted, inheritable (two 32-bit words)
+    _check(libc.capset(header, data), "capset")
+
+
+# ---------------------------------------------------------------- inside the task (G runs the completion)
+
+def run_task(req):
+    """Imports, completion and setup, then every cut; the result document as bytes."""
+    ns = {"__name__": "__mbpp__", "__builtins__": __builtins__}
+    for phase, source in (("imports", req["imports"]), ("completion", req["code"]), ("setup", req["setup"])):
+        try:
+            exec(compile(source, f"<{phase}>", "exec"), ns)
+        except BaseException as e:  # SystemExit and KeyboardInterrupt too: they must not end the run silently
+            return wire.encode_result(f"{phase}: {describe(e)}", None)
+    entries = []
+    for source, need in req["cuts"]:
+        try:
+            value = eval(compile(source, "<test>", "eval"), ns)
+            entries.append(["ok", ["bool", True if value else False] if need == "truth" else wire.encode(value)])
+        except BaseException as e:
+            entries.append(["raise", describe(e)])
+    return wire.encode_result(None, entries)
 
 
 def describe(exc):
@@ -79,41 +109,46 @@ def describe(exc):
     try:
         text = f"{type(exc).__name__}: {exc}"
     except BaseException:
-        text = type(exc).__name__
+        text = "an exception that cannot be described"
     return text[:300]
 
 
-def run_task(req):
-    """Run imports, completion and setup, then every expression; return the result document."""
-    ns = {"__name__": "__mbpp__", "__builtins__": builtins}
-    for phase, source in (("imports", req["imports"]), ("completion", req["code"]), ("setup", req["setup"])):
-        try:
-            exec(compile(source, f"<{phase}>", "exec"), ns)
-        except BaseException as e:  # SystemExit and KeyboardInterrupt too: they must not end the run silently
-            return {"load_error": f"{phase}: {describe(e)}", "values": []}
-    values = []
-    for expr in req["exprs"]:
-        try:
-            values.append(["ok", encode(eval(compile(expr, "<test>", "eval"), ns))])
-        except BaseException as e:
-            values.append(["raise", describe(e)])
-    return {"load_error": None, "values": values}
+def private_mounts(cfg):
+    """G's own mount tree: nothing it mounts or writes is seen outside, and it all vanishes with it."""
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    keep = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in cfg["prefixes_in_tmp"]]  # before the tmpfs hides them
+    size = cfg["tmp_bytes"]
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},nr_inodes=8192,mode=1777")
+    for path, fd in zip(cfg["prefixes_in_tmp"], keep):
+        os.makedirs(path, mode=0o755)
+        mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)  # stays read-only: the source mount is
+        os.close(fd)
+    mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},nr_inodes=1024,mode=1777")
+    if SYS_KEYCTL is not None:  # a fresh session keyring (the user keyring is the new user namespace's)
+        libc.syscall(SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None)
 
 
-def child_main(req, result_w, limits, task_dir):
-    """In the forked child: shed everything the zygote holds, limit it, run, report. Never returns."""
+def task_main(cfg, sock, task_dir):
+    """G: set up, take the request, run it, report. Never returns."""
     try:
         os.setsid()
+        if cfg["task_namespaces"]:
+            private_mounts(cfg)
+        req = read_msg(sock.fileno())
         devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):  # the zygote's stderr (its crash log) stays out of reach too
+        os.dup2(sock.fileno(), RESULT_FD)
+        for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        os.dup2(result_w, RESULT_FD)
-        os.closerange(RESULT_FD + 1, 65536)  # the zygote's control pipes among them
-        for name, value in limits.items():
+        os.closerange(RESULT_FD + 1, 1 << 16)
+        for name, value in cfg["limits"].items():
             resource.setrlimit(getattr(resource, name), (value, value))
+        if cfg["task_namespaces"]:
+            set_capabilities()
+        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         os.chdir(task_dir)
         os.environ["HOME"] = os.environ["TMPDIR"] = task_dir
-        data = json.dumps(run_task(req)).encode()
+        data = run_task(req)
         for i in range(0, len(data), 65536):
             os.write(RESULT_FD, data[i : i + 65536])
     except BaseException:
@@ -121,97 +156,113 @@ def child_main(req, result_w, limits, task_dir):
     os._exit(0)
 
 
-# ---------------------------------------------------------------- the zygote side (trusted code)
-
-def kill_task(pid, own_pid_namespace):
-    """SIGKILL every process of the task; with a pid namespace, loop until none is left."""
-    if not own_pid_namespace:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        return
-    me = os.getpid()
-    for _ in range(100):
-        try:
-            os.kill(-1, signal.SIGKILL)  # every process this uid may signal in the namespace, except us
-        except ProcessLookupError:
-            pass
-        left = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me) and not _zombie(p)]
-        if not left:
-            return
-        time.sleep(0.01)
-
-
-def _zombie(pid):
+def starter_main(cfg, sock, status_w, uid, task_dir):
+    """C: a uid and namespaces of the task's own, then G; report G's wait status. Never returns."""
+    status = {"setup_error": None, "wait_status": None}
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except OSError:
-        return True  # already gone
+        if uid is not None:
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+        if cfg["task_namespaces"]:
+            libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # a uid change made us undumpable: /proc/self/*_map root's
+            outer_uid, outer_gid = os.getuid(), os.getgid()
+            _check(libc.unshare(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWNS), "unshare")
+            for name, text in (("setgroups", "deny"), ("uid_map", f"{TASK_UID} {outer_uid} 1"),
+                               ("gid_map", f"{TASK_UID} {outer_gid} 1")):
+                with open(f"/proc/self/{name}", "w") as f:
+                    f.write(text)
+        pid = os.fork()
+        if pid == 0:
+            os.close(status_w)
+            task_main(cfg, sock, task_dir)
+        sock.close()
+        status["wait_status"] = os.waitpid(pid, 0)[1]
+    except BaseException as e:
+        status["setup_error"] = describe(e)
+    os.write(status_w, json.dumps(status).encode())
+    os._exit(0)
 
 
-def run_one(req, cfg, serial):
-    task_dir = os.path.join(cfg["tmp_root"], f"task{serial}")
-    os.mkdir(task_dir, 0o700)
-    read_fd, write_fd = os.pipe()
+# ---------------------------------------------------------------- the template (trusted code)
+
+def children():
+    """Pids of this process's children (task processes re-parent here: we are a child subreaper)."""
+    pids = []
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    return pids
+
+
+def kill_all_children():
+    """SIGKILL and reap every process below the template, until none is left."""
+    while True:
+        pids = children()
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in pids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
+def run_one(ctl, cfg, serial):
+    uid = None
+    if os.getuid() == 0 and cfg["uid_base"] is not None:
+        uid = cfg["uid_base"] + serial % cfg["uid_span"]
+    task_dir = "/tmp"
+    if not cfg["task_namespaces"]:
+        task_dir = os.path.join(cfg["tmp_root"], f"task{serial}")
+        os.mkdir(task_dir, 0o700)
+        if uid is not None:
+            os.chown(task_dir, uid, uid)
+    parent_end, task_end = socket.socketpair()
+    status_r, status_w = os.pipe()
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        os.close(read_fd)
-        child_main(req, write_fd, cfg["limits"], task_dir)
-    os.close(write_fd)
+        ctl.close()
+        parent_end.close()
+        os.close(status_r)
+        starter_main(cfg, task_end, status_w, uid, task_dir)
+    task_end.close()
+    os.close(status_w)
+    socket.send_fds(ctl, [b"T"], [parent_end.fileno()])
+    parent_end.close()
     pidfd = os.pidfd_open(pid)
-    out, truncated, timed_out = bytearray(), False, False
-    deadline = start + float(req["timeout"])
-    watch = [read_fd, pidfd]
-
-    def take(chunk):
-        nonlocal truncated
-        room = cfg["max_output"] - len(out)
-        out.extend(chunk[: max(room, 0)])
-        truncated |= len(chunk) > room
-
+    deadline = start + cfg["timeout"]
+    timed_out = False
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             timed_out = True
             break
-        ready, _, _ = select.select(watch, [], [], remaining)
-        if read_fd in ready:
-            chunk = os.read(read_fd, 65536)
-            if chunk:
-                take(chunk)
-            else:  # EOF: the child closed its end; keep waiting for its exit
-                watch.remove(read_fd)
-        if pidfd in ready:
+        if select.select([pidfd], [], [], remaining)[0]:
             break
-    kill_task(pid, cfg["own_pid_namespace"])
-    _, status = os.waitpid(pid, 0)
-    wall = time.monotonic() - start
-    os.set_blocking(read_fd, False)  # anything still buffered from writers that are dead by now
-    try:
-        while chunk := os.read(read_fd, 65536):
-            take(chunk)
-    except BlockingIOError:
-        pass
-    os.close(read_fd)
     os.close(pidfd)
-    for entry in os.listdir(cfg["tmp_root"]):  # whatever the task wrote, wherever it could
-        path = os.path.join(cfg["tmp_root"], entry)
-        try:
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
-        except OSError:
-            pass  # a task that made its leftovers undeletable only costs space; the next one gets a new dir
+    wall = time.monotonic() - start
+    kill_all_children()  # C first (it is the only child), then whatever re-parented to us, G among them
+    os.set_blocking(status_r, False)
+    try:
+        status = json.loads(os.read(status_r, 65536) or b"{}")
+    except (BlockingIOError, ValueError):
+        status = {}
+    os.close(status_r)
+    if not cfg["task_namespaces"]:
+        shutil.rmtree(task_dir, ignore_errors=True)
+    wait_status = status.get("wait_status")
     return {
-        "exit": os.waitstatus_to_exitcode(status),
+        "exit": os.waitstatus_to_exitcode(wait_status) if wait_status is not None else None,
         "timed_out": timed_out,
         "wall": wall,
-        "output": out.decode("utf-8", "replace"),
-        "truncated": truncated,
+        "setup_error": status.get("setup_error"),
     }
 
 
@@ -232,31 +283,35 @@ def _read_exact(fd, n):
     return bytes(buf)
 
 
-def write_msg(fd, obj):
+def write_msg(sock, obj):
     data = json.dumps(obj).encode()
-    data = struct.pack(">I", len(data)) + data
-    while data:
-        data = data[os.write(fd, data) :]
+    sock.sendall(struct.pack(">I", len(data)) + data)
+
+
+def uncover_proc():
+    """Unmount bubblewrap's read-only binds inside /proc: a /proc with mounts on top cannot be mounted again
+    from a less privileged user namespace, and each task mounts its own. Tasks never hold the privileges
+    those binds guard against."""
+    for name in PROC_COVERS:
+        libc.umount2(f"/proc/{name}".encode(), 0)
 
 
 def main():
     cfg = json.loads(sys.argv[1])
-    # Keep the control pipes away from 0/1 so nothing printed by accident corrupts the protocol; stderr stays
-    # (the parent's log of this zygote, for its own tracebacks).
-    ctl_in, ctl_out = os.dup(0), os.dup(1)
+    ctl = socket.socket(fileno=os.dup(0))
     devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1):
+    for fd in (0, 1):  # stderr stays: the parent's log of the template, for its own tracebacks
         os.dup2(devnull, fd)
-    if os.getuid() == 0 and cfg["uid"] is not None:
-        os.setgroups([])
-        os.setgid(cfg["gid"])
-        os.setuid(cfg["uid"])
-    ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-    write_msg(ctl_out, {"ready": True, "uid": os.getuid()})
+    if cfg["task_namespaces"]:
+        uncover_proc()
+        set_capabilities(keep=(CAP_KILL, CAP_SETUID, CAP_SETGID) if os.getuid() == 0 else ())
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    write_msg(ctl, {"ready": True, "uid": os.getuid()})
     serial = 0
-    while (req := read_msg(ctl_in)) is not None:
+    while ctl.recv(1) == b"F":
         serial += 1
-        write_msg(ctl_out, run_one(req, cfg, serial))
+        write_msg(ctl, run_one(ctl, cfg, serial))
 
 
 if __name__ == "__main__":
