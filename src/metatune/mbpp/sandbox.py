@@ -179,31 +179,54 @@ class Worker:
     def run(self, request: dict) -> dict:
         """Run one task: {"exit", "timed_out", "wall", "setup_error", "output": bytes, "truncated"}.
         A template that dies or hangs is restarted and SandboxError raised."""
-        assert self.ctl is not None
         timeout = self.settings.timeout_s
         try:
-            self.ctl.sendall(b"F")
-            task = self._receive_task_socket(time.monotonic() + 30)
+            task, status = self._next_task(time.monotonic() + 30)
         except (OSError, SandboxError) as e:
             self._restart()
             raise SandboxError(f"sandbox worker died before the task ({e})") from None
-        with task:
+        with task, status:
             output, truncated = self._exchange(task, request, time.monotonic() + timeout + 5)
-        try:
-            status = self._receive(time.monotonic() + timeout + 10)
-        except (OSError, SandboxError, ValueError) as e:
-            self._restart()
-            raise SandboxError(f"sandbox worker died during the task ({e})") from None
-        return {**status, "output": output, "truncated": truncated}
+            doc = self._status(status, time.monotonic() + 10)
+        wait_status = doc.get("wait_status")
+        return {
+            "exit": os.waitstatus_to_exitcode(wait_status) if isinstance(wait_status, int) else None,
+            "timed_out": doc.get("timed_out") is True,
+            "wall": float(doc.get("wall") or 0.0),
+            "setup_error": doc.get("setup_error") or (None if doc else "no status from the task's starter"),
+            "output": output,
+            "truncated": truncated,
+        }
 
-    def _receive_task_socket(self, deadline: float) -> socket.socket:
+    def _next_task(self, deadline: float) -> tuple[socket.socket, socket.socket]:
+        """The task and status sockets of the next forked task (the template sends them one ahead)."""
+        assert self.ctl is not None
         self._wait_readable(self.ctl, deadline)
-        msg, fds, _, _ = socket.recv_fds(self.ctl, 1, 1)
-        if msg != b"T" or len(fds) != 1:
+        msg, fds, _, _ = socket.recv_fds(self.ctl, 1, 2)
+        if msg != b"T" or len(fds) != 2:
             for fd in fds:
                 os.close(fd)
-            raise SandboxError(f"unexpected reply {msg!r} from the template")
-        return socket.socket(fileno=fds[0])
+            code = self.proc.poll() if self.proc is not None else None
+            raise SandboxError(f"unexpected message {msg!r} from the template (exit code {code}){self._log_tail()}")
+        return socket.socket(fileno=fds[0]), socket.socket(fileno=fds[1])
+
+    def _status(self, sock: socket.socket, deadline: float) -> dict:
+        """The starter's report (trusted, but bounded anyway); {} if it never came."""
+        data = bytearray()
+        while len(data) <= CONTROL_MSG_BYTES:
+            try:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = sock.recv(CONTROL_MSG_BYTES)
+            except OSError:
+                return {}
+            if not chunk:
+                break
+            data.extend(chunk)
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return {}
+        return doc if isinstance(doc, dict) else {}
 
     def _exchange(self, task: socket.socket, request: dict, deadline: float) -> tuple[bytes, bool]:
         """Send the request, then read the task's result until EOF, the output cap or the deadline. A task
@@ -237,6 +260,7 @@ class Worker:
             raise SandboxError("no reply from the sandbox worker in time")
 
     def _receive(self, deadline: float) -> dict:
+        """The template's one JSON message (its hello)."""
         head = self._read_exact(4, deadline)
         n = struct.unpack(">I", head)[0]
         if n > CONTROL_MSG_BYTES:
@@ -267,8 +291,9 @@ class Worker:
         self.start()
 
     def close(self) -> None:
-        """Stop the template. Closing its control socket lets it exit; bwrap then returns only once the kernel
-        has torn down its pid namespace, so no task process outlives this call. A stuck one is killed."""
+        """Stop the template. Closing its control socket makes it kill its tasks and exit (a task that got no
+        request sees EOF); bwrap returns only once the kernel has torn down its pid namespace, so no task
+        process outlives this call. A stuck one is killed."""
         if self.ctl is not None:
             self.ctl.close()
             self.ctl = None
@@ -293,6 +318,7 @@ class SandboxPool:
         self.settings = settings
         self.isolation = isolation(settings)
         self._jobs: queue.Queue = queue.Queue()
+        self.workers: list[Worker] = []
         started: queue.Queue = queue.Queue()
         self._threads = [threading.Thread(target=self._serve, args=(i, started), daemon=True) for i in range(n)]
         for t in self._threads:
@@ -308,6 +334,7 @@ class SandboxPool:
         except SandboxError as e:
             started.put(e)
             return
+        self.workers.append(worker)
         started.put(None)
         try:
             while (job := self._jobs.get()) is not None:
@@ -319,6 +346,10 @@ class SandboxPool:
                 out.put((i, reply))
         finally:
             worker.close()
+
+    def pids(self) -> list[int]:
+        """The processes this pool started (its bwrap or template processes); tasks run below them."""
+        return [w.proc.pid for w in self.workers if w.proc is not None]
 
     def run_all(self, requests: Iterable[dict]) -> Iterator[tuple[int, dict]]:
         """Queue each request as soon as the iterable yields it (workers start while later ones are still

@@ -3,23 +3,23 @@
 Run as a script (standard library only, plus wire.py beside it) inside bubblewrap by metatune.mbpp.sandbox;
 never imported by the trusted side. Forking this warm process costs far less than starting an interpreter.
 
-What the template never holds: a request, a completion, a result. Per task it makes a socket pair, forks,
-and passes one end to the trusted parent over its control socket (SCM_RIGHTS); the parent writes the request
-into it and reads the result out of it directly. So a task's memory is the template's (imports only) plus its
-own request: nothing an earlier task sent or received is there to find.
+What the template never holds: a request, a completion, a result. Per task it forks, and passes the parent
+(over its control socket, SCM_RIGHTS) two socket ends: the task's, on which the parent writes the request and
+reads the result, and its starter's, on which the parent gets the task's exit status. So a task's memory is
+the template's (imports only) plus its own request: nothing an earlier task sent or received is there to find.
 
-Protocol on the control socket (each JSON message: 4-byte big-endian length + UTF-8 JSON):
-    template -> parent  {"ready": true, "uid": int}               once, after setup
-    parent -> template  b"F"                                      one byte: fork a task
-    template -> parent  b"T" + the parent's end of the task socket (SCM_RIGHTS)
-    template -> parent  {"exit", "timed_out", "wall", "setup_error"} once every process of the task is gone
-On the task socket: parent -> task {"code", "setup", "imports", "cuts": [[source, "value" | "truth"]]},
-then task -> parent wire.encode_result(...) until EOF. The parent decodes it strictly (wire.decode_result).
+Protocol on the control socket:
+    template -> parent  {"ready": true, "uid": int}       once, after setup (4-byte big-endian length + JSON)
+    template -> parent  b"T" + [task socket, status socket] (SCM_RIGHTS) for every task, in order, one ahead
+    parent closes it    the template kills whatever is left and exits
+On the task socket: parent -> task {"code", "setup", "imports", "cuts": [[source, "value" | "truth"]]} (framed
+like above), then task -> parent wire.encode_result(...) until EOF, decoded strictly (wire.decode_result).
+On the status socket: starter -> parent {"wait_status", "timed_out", "wall", "setup_error"}, then EOF.
 
 Each task, with `task_namespaces` (always inside bubblewrap):
     C (forked from the template): drops to a uid of its own when the template is root (a fresh one per task),
-        then unshares a new user, pid, ipc and mount namespace and maps just that uid; forks G and reports
-        G's wait status. The template kills C and then every process left below it.
+        then unshares a new user, pid, ipc and mount namespace and maps just that uid; forks G, starts the
+        wall clock when G has its request, kills G when it runs out, and reports G's wait status.
     G (pid 1 of the new pid namespace): a private mount tree with a fresh /proc, a fresh size-limited tmpfs
         on /tmp and /dev/shm (the interpreter's prefix bound back if it lives under /tmp), a new session
         keyring; then rlimits, no capabilities, no new privileges, and the completion runs.
@@ -129,13 +129,14 @@ def private_mounts(cfg):
         libc.syscall(SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None)
 
 
-def task_main(cfg, sock, task_dir):
-    """G: set up, take the request, run it, report. Never returns."""
+def task_main(cfg, sock, started_w, task_dir):
+    """G: set up, take the request, tell C the clock starts, run it, report. Never returns."""
     try:
         os.setsid()
         if cfg["task_namespaces"]:
             private_mounts(cfg)
         req = read_msg(sock.fileno())
+        os.close(started_w)  # EOF on C's side: the request is here, the wall clock runs
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(sock.fileno(), RESULT_FD)
         for fd in (0, 1, 2):
@@ -156,9 +157,11 @@ def task_main(cfg, sock, task_dir):
     os._exit(0)
 
 
-def starter_main(cfg, sock, status_w, uid, task_dir):
-    """C: a uid and namespaces of the task's own, then G; report G's wait status. Never returns."""
-    status = {"setup_error": None, "wait_status": None}
+def starter_main(cfg, sock, status_sock, uid, task_dir):
+    """C: a uid and namespaces of the task's own, then G, whose wall time C enforces: once G has its request,
+    C kills it (and with it its whole pid namespace) when the timeout runs out. Reports to the parent on
+    `status_sock`, which G never holds."""
+    status = {"setup_error": None, "wait_status": None, "timed_out": False, "wall": 0.0}
     try:
         if uid is not None:
             os.setgroups([])
@@ -172,19 +175,67 @@ def starter_main(cfg, sock, status_w, uid, task_dir):
                                ("gid_map", f"{TASK_UID} {outer_gid} 1")):
                 with open(f"/proc/self/{name}", "w") as f:
                     f.write(text)
+        started_r, started_w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            os.close(status_w)
-            task_main(cfg, sock, task_dir)
+            status_sock.close()
+            os.close(started_r)
+            task_main(cfg, sock, started_w, task_dir)
         sock.close()
+        os.close(started_w)
+        os.read(started_r, 1)  # returns when G has its request (or died before)
+        start = time.monotonic()
+        pidfd = os.pidfd_open(pid)
+        if not select.select([pidfd], [], [], cfg["timeout"])[0]:
+            status["timed_out"] = True
+            os.kill(pid, signal.SIGKILL)  # not reaped yet, so the pid is still G's
         status["wait_status"] = os.waitpid(pid, 0)[1]
+        status["wall"] = time.monotonic() - start
     except BaseException as e:
         status["setup_error"] = describe(e)
-    os.write(status_w, json.dumps(status).encode())
+    try:
+        status_sock.sendall(json.dumps(status).encode())
+    except OSError:  # the parent is gone
+        pass
     os._exit(0)
 
 
 # ---------------------------------------------------------------- the template (trusted code)
+
+class Starter:
+    """A forked task (C and, below it, G) and the two socket ends the parent gets: the task's and C's."""
+
+    def __init__(self, cfg, ctl, serial):
+        uid = None
+        if os.getuid() == 0 and cfg["uid_base"] is not None:
+            uid = cfg["uid_base"] + serial % cfg["uid_span"]
+        self.task_dir = "/tmp"
+        if not cfg["task_namespaces"]:
+            self.task_dir = os.path.join(cfg["tmp_root"], f"task{serial}")
+            os.mkdir(self.task_dir, 0o700)
+            if uid is not None:
+                os.chown(self.task_dir, uid, uid)
+        task_parent, task_child = socket.socketpair()
+        status_parent, status_child = socket.socketpair()
+        self.pid = os.fork()
+        if self.pid == 0:
+            for s in (ctl, task_parent, status_parent):
+                s.close()
+            starter_main(cfg, task_child, status_child, uid, self.task_dir)
+        task_child.close()
+        status_child.close()
+        self.pidfd = os.pidfd_open(self.pid)
+        socket.send_fds(ctl, [b"T"], [task_parent.fileno(), status_parent.fileno()])
+        task_parent.close()
+        status_parent.close()
+
+    def reap(self):
+        os.close(self.pidfd)
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:  # reaped by kill_all_children already
+            pass
+
 
 def children():
     """Pids of this process's children (task processes re-parent here: we are a child subreaper)."""
@@ -196,74 +247,13 @@ def children():
 
 
 def kill_all_children():
-    """SIGKILL and reap every process below the template, until none is left."""
-    while True:
-        pids = children()
-        if not pids:
-            break
+    """SIGKILL and reap every process below the template, until none is left. Listed children are not
+    reaped yet, so their pids cannot have been reused."""
+    while pids := children():
         for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            os.kill(pid, signal.SIGKILL)
         for pid in pids:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-
-
-def run_one(ctl, cfg, serial):
-    uid = None
-    if os.getuid() == 0 and cfg["uid_base"] is not None:
-        uid = cfg["uid_base"] + serial % cfg["uid_span"]
-    task_dir = "/tmp"
-    if not cfg["task_namespaces"]:
-        task_dir = os.path.join(cfg["tmp_root"], f"task{serial}")
-        os.mkdir(task_dir, 0o700)
-        if uid is not None:
-            os.chown(task_dir, uid, uid)
-    parent_end, task_end = socket.socketpair()
-    status_r, status_w = os.pipe()
-    start = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        ctl.close()
-        parent_end.close()
-        os.close(status_r)
-        starter_main(cfg, task_end, status_w, uid, task_dir)
-    task_end.close()
-    os.close(status_w)
-    socket.send_fds(ctl, [b"T"], [parent_end.fileno()])
-    parent_end.close()
-    pidfd = os.pidfd_open(pid)
-    deadline = start + cfg["timeout"]
-    timed_out = False
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            timed_out = True
-            break
-        if select.select([pidfd], [], [], remaining)[0]:
-            break
-    os.close(pidfd)
-    wall = time.monotonic() - start
-    kill_all_children()  # C first (it is the only child), then whatever re-parented to us, G among them
-    os.set_blocking(status_r, False)
-    try:
-        status = json.loads(os.read(status_r, 65536) or b"{}")
-    except (BlockingIOError, ValueError):
-        status = {}
-    os.close(status_r)
-    if not cfg["task_namespaces"]:
-        shutil.rmtree(task_dir, ignore_errors=True)
-    wait_status = status.get("wait_status")
-    return {
-        "exit": os.waitstatus_to_exitcode(wait_status) if wait_status is not None else None,
-        "timed_out": timed_out,
-        "wall": wall,
-        "setup_error": status.get("setup_error"),
-    }
+            os.waitpid(pid, 0)
 
 
 def read_msg(fd):
@@ -307,11 +297,34 @@ def main():
         set_capabilities(keep=(CAP_KILL, CAP_SETUID, CAP_SETGID) if os.getuid() == 0 else ())
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    # With namespaces the next task is forked and handed over while the current one runs: its set-up is off
+    # the critical path, and no task can reach another. Without them a waiting task would be exposed.
+    prefork = cfg["task_namespaces"]
     write_msg(ctl, {"ready": True, "uid": os.getuid()})
     serial = 0
-    while ctl.recv(1) == b"F":
+
+    def start():
+        nonlocal serial
         serial += 1
-        write_msg(ctl, run_one(ctl, cfg, serial))
+        return Starter(cfg, ctl, serial)
+
+    try:
+        running = start()
+        waiting = start() if prefork else None
+        while True:
+            ready = select.select([running.pidfd, ctl], [], [])[0]
+            if ctl in ready:  # the parent closed its end (or broke the protocol): stop
+                break
+            running.reap()  # C has reported to the parent and is gone
+            if not cfg["task_namespaces"]:
+                kill_all_children()  # whatever escaped G's process tree
+                shutil.rmtree(running.task_dir, ignore_errors=True)
+            running = waiting or start()
+            waiting = start() if prefork else None
+    except (BrokenPipeError, ConnectionResetError):  # the parent went away while we handed a task over
+        pass
+    finally:
+        kill_all_children()
 
 
 if __name__ == "__main__":
