@@ -185,8 +185,9 @@ class Worker:
         except (OSError, SandboxError) as e:
             self._restart()
             raise SandboxError(f"sandbox worker died before the task ({e})") from None
-        with task, status:
-            output, truncated = self._exchange(task, request, time.monotonic() + timeout + 5)
+        with status:
+            with task:  # closed before waiting for the status: a task still writing gets EPIPE, not stuck
+                output, truncated = self._exchange(task, request, time.monotonic() + timeout + 5)
             doc = self._status(status, time.monotonic() + 10)
         wait_status = doc.get("wait_status")
         return {
