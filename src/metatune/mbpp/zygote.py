@@ -138,9 +138,9 @@ def task_main(cfg, sock, started_w, task_dir):
         req = read_msg(sock.fileno())
         os.close(started_w)  # EOF on C's side: the request is here, the wall clock runs
         devnull = os.open(os.devnull, os.O_RDWR)
-        os.dup2(sock.fileno(), RESULT_FD)
-        for fd in (0, 1, 2):
+        for fd in (0, 1, 2):  # before the result socket goes to fd 3, which devnull itself may be
             os.dup2(devnull, fd)
+        os.dup2(sock.fileno(), RESULT_FD)
         os.closerange(RESULT_FD + 1, 1 << 16)
         for name, value in cfg["limits"].items():
             resource.setrlimit(getattr(resource, name), (value, value))
