@@ -98,7 +98,7 @@ def run_task(req):
     for source, need in req["cuts"]:
         try:
             value = eval(compile(source, "<test>", "eval"), ns)
-            entries.append(["ok", ["bool", True if value else False] if need == "truth" else wire.encode(value)])
+            entries.append(["ok", ["bool", bool(value)] if need == "truth" else wire.encode(value)])
         except BaseException as e:
             entries.append(["raise", describe(e)])
     return wire.encode_result(None, entries)
