@@ -98,7 +98,10 @@ def run_task(req):
     for source, need in req["cuts"]:
         try:
             value = eval(compile(source, "<test>", "eval"), ns)
-            entries.append(["ok", ["bool", bool(value)] if need == "truth" else wire.encode(value)])
+            if need == "truth":  # `True if value`: no lookup of `bool`, which a completion may have patched
+                entries.append(["ok", ["bool", True if value else False]])  # noqa: SIM210
+            else:
+                entries.append(["ok", wire.encode(value)])
         except BaseException as e:
             entries.append(["raise", describe(e)])
     return wire.encode_result(None, entries)
