@@ -194,8 +194,9 @@ LEAK = data.Problem(2000, "t", ret(S), (f"assert f() == {S}",))
 SCAN = data.Problem(2004, "t", ret(f"[{S}]"), (f"assert {S} in f()",))
 SCAN_MEMORY = textwrap.dedent(
     """
-    import re
+    import ctypes, re
     def f():
+        ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: the sandbox made us undumpable
         pattern = re.compile(rb"(?<![0-9])[0-9]{13}(?![0-9])")
         found = set()
         with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", 0) as mem:

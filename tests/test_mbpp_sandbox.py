@@ -58,15 +58,14 @@ def with_uids(uids: range) -> list[psutil.Process]:
 
 
 def leftover_task_processes(pool: sandbox.SandboxPool) -> list[psutil.Process]:
-    """Processes below a task's own process: template -> starter -> task -> these. Each worker also holds
-    the next task, forked ahead (a starter and its task, waiting), which is not a leftover."""
+    """Processes below a task (template -> task -> these) once it is over. Each worker holds the next task,
+    forked ahead and waiting for its request: it has no processes of its own yet."""
     zygotes = [p for p in below(pool.pids()) if "zygote.py" in " ".join(p.cmdline()) and p.name() != "bwrap"]
     pids = {p.pid for p in zygotes}
     left = []
     for template in [p for p in zygotes if p.ppid() not in pids]:
-        for starter in template.children():
-            for task in starter.children():
-                left += [p for p in task.children(recursive=True) if _alive(p)]
+        for task in template.children():
+            left += [p for p in task.children(recursive=True) if _alive(p)]
     return left
 
 

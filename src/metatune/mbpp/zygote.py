@@ -54,12 +54,11 @@ libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 4, 24, 38, 36
 CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID = 0x20000, 0x08000000, 0x10000000, 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 0x1000, 0x4000, 1 << 18
-CAP_KILL, CAP_SETGID, CAP_SETUID = 5, 6, 7
+CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SYS_ADMIN = 5, 6, 7, 21
 KEYCTL_JOIN_SESSION_KEYRING = 1
 SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}.get(platform.machine())
 TASK_UID = 1000  # the task's uid inside its own user namespace
 RESULT_FD = 3
-PROC_COVERS = ("sys", "sysrq-trigger", "irq", "bus")  # bubblewrap's read-only binds inside its /proc
 
 
 def _check(ret, what):
@@ -117,9 +116,8 @@ def describe(exc):
 
 
 def private_mounts(cfg):
-    """G's own mount tree: nothing it mounts or writes is seen outside, and it all vanishes with it."""
+    """The task's own mount tree: nothing it mounts or writes is seen outside, and it all vanishes with it."""
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     keep = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in cfg["prefixes_in_tmp"]]  # before the tmpfs hides them
     size = cfg["tmp_bytes"]
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},nr_inodes=8192,mode=1777")
@@ -128,18 +126,42 @@ def private_mounts(cfg):
         mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)  # stays read-only: the source mount is
         os.close(fd)
     mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},nr_inodes=1024,mode=1777")
-    if SYS_KEYCTL is not None:  # a fresh session keyring (the user keyring is the new user namespace's)
+
+
+def isolate(cfg, uid):
+    """A uid (as root), then a user, ipc and mount namespace of the task's own, private /tmp and /dev/shm, a
+    fresh session keyring (the user keyring is the new user namespace's)."""
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)  # from root: every capability goes with it
+    if not cfg["task_namespaces"]:
+        return
+    libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # the uid change made us undumpable: /proc/self/*_map were root's
+    outer_uid, outer_gid = os.getuid(), os.getgid()
+    _check(libc.unshare(CLONE_NEWUSER | CLONE_NEWIPC | CLONE_NEWNS), "unshare")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{TASK_UID} {outer_uid} 1"),
+                       ("gid_map", f"{TASK_UID} {outer_gid} 1")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no task of the same uid may read or write this one's memory
+    private_mounts(cfg)
+    if SYS_KEYCTL is not None:
         libc.syscall(SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None)
 
 
-def task_main(cfg, sock, started_w, task_dir):
-    """G: set up, take the request, tell C the clock starts, run it, report. Never returns."""
+def task_main(cfg, sock, started_w, uid, task_dir):
+    """The task (pid 1 of its own pid namespace): isolate, take the request, tell the template the clock
+    starts, run it, report. Never returns."""
     try:
+        try:
+            isolate(cfg, uid)
+        except OSError as e:  # never run a completion with less isolation than promised
+            sock.sendall(wire.encode_result(f"sandbox setup: {describe(e)}", None))
+            os._exit(0)
         os.setsid()
-        if cfg["task_namespaces"]:
-            private_mounts(cfg)
         req = read_msg(sock.fileno())
-        os.close(started_w)  # EOF on C's side: the request is here, the wall clock runs
+        os.close(started_w)  # EOF on the template's side: the request is here, the wall clock runs
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):  # before the result socket goes to fd 3, which devnull itself may be
             os.dup2(devnull, fd)
@@ -160,55 +182,13 @@ def task_main(cfg, sock, started_w, task_dir):
     os._exit(0)
 
 
-def starter_main(cfg, sock, status_sock, uid, task_dir):
-    """C: a uid and namespaces of the task's own, then G, whose wall time C enforces: once G has its request,
-    C kills it (and with it its whole pid namespace) when the timeout runs out. Reports to the parent on
-    `status_sock`, which G never holds."""
-    status = {"setup_error": None, "wait_status": None, "timed_out": False, "wall": 0.0}
-    try:
-        if uid is not None:
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-        if cfg["task_namespaces"]:
-            libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # a uid change made us undumpable: /proc/self/*_map root's
-            outer_uid, outer_gid = os.getuid(), os.getgid()
-            _check(libc.unshare(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWNS), "unshare")
-            for name, text in (("setgroups", "deny"), ("uid_map", f"{TASK_UID} {outer_uid} 1"),
-                               ("gid_map", f"{TASK_UID} {outer_gid} 1")):
-                with open(f"/proc/self/{name}", "w") as f:
-                    f.write(text)
-        started_r, started_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            status_sock.close()
-            os.close(started_r)
-            task_main(cfg, sock, started_w, task_dir)
-        sock.close()
-        os.close(started_w)
-        os.read(started_r, 1)  # returns when G has its request (or died before)
-        start = time.monotonic()
-        pidfd = os.pidfd_open(pid)
-        if not select.select([pidfd], [], [], cfg["timeout"])[0]:
-            status["timed_out"] = True
-            os.kill(pid, signal.SIGKILL)  # not reaped yet, so the pid is still G's
-        status["wait_status"] = os.waitpid(pid, 0)[1]
-        status["wall"] = time.monotonic() - start
-    except BaseException as e:
-        status["setup_error"] = describe(e)
-    try:
-        status_sock.sendall(json.dumps(status).encode())
-    except OSError:  # the parent is gone
-        pass
-    os._exit(0)
-
-
 # ---------------------------------------------------------------- the template (trusted code)
 
-class Starter:
-    """A forked task (C and, below it, G) and the two socket ends the parent gets: the task's and C's."""
+class Task:
+    """A forked task, and what the template keeps of it: its pid, the end of the pipe it closes once it has
+    its request, and the status socket whose other end the parent holds."""
 
-    def __init__(self, cfg, ctl, serial):
+    def __init__(self, cfg, ctl, serial, own_pid_ns):
         uid = None
         if os.getuid() == 0 and cfg["uid_base"] is not None:
             uid = cfg["uid_base"] + serial % cfg["uid_span"]
@@ -219,25 +199,64 @@ class Starter:
             if uid is not None:
                 os.chown(self.task_dir, uid, uid)
         task_parent, task_child = socket.socketpair()
-        status_parent, status_child = socket.socketpair()
+        status_parent, self.status = socket.socketpair()
+        self.started_r, started_w = os.pipe()
+        if own_pid_ns is not None:  # the next child is pid 1 of a new pid namespace...
+            _check(libc.unshare(CLONE_NEWPID), "unshare")
         self.pid = os.fork()
-        if self.pid == 0:
-            for s in (ctl, task_parent, status_parent):
-                s.close()
-            starter_main(cfg, task_child, status_child, uid, self.task_dir)
+        if self.pid == 0:  # keep only our own two ends (and stderr): not those of the task still running
+            close_all_but({2, task_child.fileno(), started_w})
+            task_main(cfg, task_child, started_w, uid, self.task_dir)
+        if own_pid_ns is not None:  # ... and the ones after it are not
+            _check(libc.setns(own_pid_ns, CLONE_NEWPID), "setns")
         task_child.close()
-        status_child.close()
+        os.close(started_w)
         self.pidfd = os.pidfd_open(self.pid)
         socket.send_fds(ctl, [b"T"], [task_parent.fileno(), status_parent.fileno()])
         task_parent.close()
         status_parent.close()
 
-    def reap(self):
-        os.close(self.pidfd)
+    def supervise(self, cfg, ctl):
+        """Wait for the task to end, killing it (and with it its pid namespace) when its wall time, counted
+        from its request, runs out; send its status to the parent. False if the parent went away."""
+        start = deadline = None
+        timed_out = False
+        watch = [self.pidfd, self.started_r, ctl]
+        while True:
+            wait = None if deadline is None else max(deadline - time.monotonic(), 0)
+            ready = select.select(watch, [], [], wait)[0]
+            if ctl in ready:
+                return False
+            if self.pidfd in ready:
+                break
+            if self.started_r in ready:
+                watch.remove(self.started_r)
+                start = time.monotonic()
+                deadline = start + cfg["timeout"]
+            elif not ready:
+                timed_out = True
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                deadline = None
+        wait_status = os.waitpid(self.pid, 0)[1]
+        status = {"wait_status": wait_status, "timed_out": timed_out,
+                  "wall": time.monotonic() - start if start is not None else 0.0}
+        for fd in (self.pidfd, self.started_r):
+            os.close(fd)
         try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:  # reaped by kill_all_children already
+            self.status.sendall(json.dumps(status).encode())
+        except OSError:  # the parent stopped waiting for this task
             pass
+        self.status.close()
+        return True
+
+
+def close_all_but(keep):
+    """Close every file descriptor but those in `keep`."""
+    low = 0
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
 
 
 def children():
@@ -281,12 +300,21 @@ def write_msg(sock, obj):
     sock.sendall(struct.pack(">I", len(data)) + data)
 
 
-def uncover_proc():
-    """Unmount bubblewrap's read-only binds inside /proc: a /proc with mounts on top cannot be mounted again
-    from a less privileged user namespace, and each task mounts its own. Tasks never hold the privileges
-    those binds guard against."""
-    for name in PROC_COVERS:
-        libc.umount2(f"/proc/{name}".encode(), 0)
+def reenterable_pid_namespace(ctl):
+    """An fd of our pid namespace, which we must be able to re-enter (setns) after each task's unshare.
+    As root we can. Otherwise bubblewrap's pid namespace belongs to a user namespace we hold no capability
+    in: make a user and pid namespace of our own, and go on as its pid 1 (the process before waits)."""
+    if os.getuid() != 0:
+        uid, gid = os.getuid(), os.getgid()
+        _check(libc.unshare(CLONE_NEWUSER | CLONE_NEWPID), "unshare")
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+        pid = os.fork()
+        if pid != 0:
+            close_all_but({2})
+            os._exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) & 0xFF)
+    return os.open("/proc/self/ns/pid", os.O_RDONLY)
 
 
 def main():
@@ -295,9 +323,11 @@ def main():
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1):  # stderr stays: the parent's log of the template, for its own tracebacks
         os.dup2(devnull, fd)
+    own_pid_ns = None
     if cfg["task_namespaces"]:
-        uncover_proc()
-        set_capabilities(keep=(CAP_KILL, CAP_SETUID, CAP_SETGID) if os.getuid() == 0 else ())
+        own_pid_ns = reenterable_pid_namespace(ctl)
+        root = os.getuid() == 0
+        set_capabilities(keep=(CAP_KILL, CAP_SETUID, CAP_SETGID, CAP_SYS_ADMIN) if root else (CAP_SYS_ADMIN,))
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     # With namespaces the next task is forked and handed over while the current one runs: its set-up is off
@@ -309,18 +339,14 @@ def main():
     def start():
         nonlocal serial
         serial += 1
-        return Starter(cfg, ctl, serial)
+        return Task(cfg, ctl, serial, own_pid_ns)
 
     try:
         running = start()
         waiting = start() if prefork else None
-        while True:
-            ready = select.select([running.pidfd, ctl], [], [])[0]
-            if ctl in ready:  # the parent closed its end (or broke the protocol): stop
-                break
-            running.reap()  # C has reported to the parent and is gone
+        while running.supervise(cfg, ctl):
             if not cfg["task_namespaces"]:
-                kill_all_children()  # whatever escaped G's process tree
+                kill_all_children()  # whatever escaped the task's process tree
                 shutil.rmtree(running.task_dir, ignore_errors=True)
             running = waiting or start()
             waiting = start() if prefork else None
