@@ -95,7 +95,7 @@ def _judge(checks: TaskChecks, reply: dict, timeout_s: float) -> tuple[str, str]
     if "worker_error" in reply:
         return "error", reply["worker_error"]
     if reply["setup_error"]:
-        return "error", f"sandbox setup failed: {reply['setup_error']}"
+        return "error", reply["setup_error"]
     if reply["timed_out"]:
         return "timeout", f"still running after {timeout_s:g} s"
     if reply["truncated"]:

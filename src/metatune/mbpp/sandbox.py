@@ -4,15 +4,16 @@ Each worker is one template process (zygote.py) inside its own bubblewrap sandbo
   - namespaces: no network (--unshare-net: only a loopback that nothing listens on), its own pid namespace
     (nothing outside is visible, and all of it dies with the sandbox), ipc, uts, cgroup;
   - file system: an allow-list, not a deny-list: /usr (read-only), the Python installation (read-only, also
-    when it lives under /tmp or /home), a fresh /proc and a minimal /dev. /root, /home, /work, /etc's secrets
-    and every other path simply do not exist in there;
-  - user: as root, bwrap starts without a user namespace and the template keeps only CAP_SETUID/CAP_SETGID
-    (and CAP_KILL, to end tasks), so that each task can run as a host uid of its own that nothing else uses; otherwise bwrap makes a user
-    namespace and the tasks keep the caller's uid (each still in a user namespace of its own).
-Per task the template forks a process that unshares a user, pid, ipc and mount namespace of its own, mounts
-its own /proc, /tmp and /dev/shm, sets rlimits and drops every capability before the completion runs (see
-zygote.py). The template never sees a request or a result: the parent talks to each task over a socket the
-template hands it. When the task ends its namespaces, and everything in them, are gone.
+    when it lives under /tmp or /home), /proc and a minimal /dev. /root, /home, /work, /etc's secrets and
+    every other path simply do not exist in there;
+  - user: as root, bwrap starts without a user namespace and the template keeps only CAP_SETUID/CAP_SETGID,
+    CAP_KILL and CAP_SYS_ADMIN (for the tasks' pid namespaces), so that each task runs as a host uid of its
+    own that nothing else uses; otherwise bwrap makes a user namespace and the tasks keep the caller's uid.
+Per task the template forks a process that is pid 1 of a pid namespace of its own and unshares a user, ipc and
+mount namespace, mounts its own /tmp and /dev/shm, sets rlimits and drops every capability before the
+completion runs (see zygote.py). The template never sees a request or a result: the parent talks to each task
+over a socket the template hands it. When the task ends its namespaces, and everything in them, are gone.
+docs/mbpp_threat_model.md says what this defends against and what not.
 
 Fallback, named in `isolation` and so in every results file: without bubblewrap (allow_weak only) there are
 no namespaces: the task sees the file system and the network ("setuid+rlimits" as root, "rlimits" otherwise).
@@ -113,7 +114,7 @@ def bwrap_argv(s: SandboxSettings, template_cfg: dict) -> list[str]:
         argv += ["--ro-bind", prefix, prefix]
     for name in SANDBOX_FILES:
         argv += ["--ro-bind", str(HERE / name), f"{SANDBOX_DIR}/{name}"]
-    # The template unmounts bwrap's covers inside /proc (CAP_SYS_ADMIN), then keeps at most CAP_SETUID/SETGID/KILL.
+    # CAP_SYS_ADMIN: the template unshares a pid namespace per task and re-enters its own.
     argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SYS_ADMIN"]
     if os.geteuid() == 0:
         argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_KILL"]
@@ -194,7 +195,7 @@ class Worker:
             "exit": os.waitstatus_to_exitcode(wait_status) if isinstance(wait_status, int) else None,
             "timed_out": doc.get("timed_out") is True,
             "wall": float(doc.get("wall") or 0.0),
-            "setup_error": doc.get("setup_error") or (None if doc else "no status from the task's starter"),
+            "setup_error": None if doc else "the sandbox sent no status for the task",
             "output": output,
             "truncated": truncated,
         }
@@ -212,7 +213,7 @@ class Worker:
         return socket.socket(fileno=fds[0]), socket.socket(fileno=fds[1])
 
     def _status(self, sock: socket.socket, deadline: float) -> dict:
-        """The starter's report (trusted, but bounded anyway); {} if it never came."""
+        """The template's report on the task (trusted, but bounded anyway); {} if it never came."""
         data = bytearray()
         while len(data) <= CONTROL_MSG_BYTES:
             try:

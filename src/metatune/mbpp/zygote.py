@@ -5,7 +5,7 @@ never imported by the trusted side. Forking this warm process costs far less tha
 
 What the template never holds: a request, a completion, a result. Per task it forks, and passes the parent
 (over its control socket, SCM_RIGHTS) two socket ends: the task's, on which the parent writes the request and
-reads the result, and its starter's, on which the parent gets the task's exit status. So a task's memory is
+reads the result, and a status socket, on which the template reports the task's end. So a task's memory is
 the template's (imports only) plus its own request: nothing an earlier task sent or received is there to find.
 
 Protocol on the control socket:
@@ -14,19 +14,19 @@ Protocol on the control socket:
     parent closes it    the template kills whatever is left and exits
 On the task socket: parent -> task {"code", "setup", "imports", "cuts": [[source, "value" | "truth"]]} (framed
 like above), then task -> parent wire.encode_result(...) until EOF, decoded strictly (wire.decode_result).
-On the status socket: starter -> parent {"wait_status", "timed_out", "wall", "setup_error"}, then EOF.
+On the status socket: template -> parent {"wait_status", "timed_out", "wall"}, then EOF.
 
-Each task, with `task_namespaces` (always inside bubblewrap):
-    C (forked from the template): drops to a uid of its own when the template is root (a fresh one per task),
-        then unshares a new user, pid, ipc and mount namespace and maps just that uid; forks G, starts the
-        wall clock when G has its request, kills G when it runs out, and reports G's wait status.
-    G (pid 1 of the new pid namespace): a private mount tree with a fresh /proc, a fresh size-limited tmpfs
-        on /tmp and /dev/shm (the interpreter's prefix bound back if it lives under /tmp), a new session
-        keyring; then rlimits, no capabilities, no new privileges, and the completion runs.
-    When G dies the kernel kills everything in its pid namespace; the namespaces, their tmpfs, SysV IPC
-    objects and keyrings go with them. Processes of one task cannot see the template, the parent or any other
-    task (no pid to name for kill, prlimit, setpriority or ptrace), and their process count is their own user
-    namespace's (RLIMIT_NPROC counts per user namespace).
+Each task, with `task_namespaces` (always inside bubblewrap), is pid 1 of a pid namespace of its own (the
+template unshares one for each fork and re-enters its own right after). Before it reads its request it drops
+to a host uid of its own when the template is root (a fresh one per task), unshares a user, ipc and mount
+namespace and maps just that uid, mounts a fresh size-limited tmpfs on /tmp and /dev/shm (the interpreter's
+prefix bound back if it lives under /tmp), joins a new session keyring, sets rlimits, drops every capability
+and sets no-new-privileges; then the completion runs. The template starts its wall clock when the task has
+its request, and kills it when it runs out. When the task dies the kernel kills everything in its pid
+namespace; the namespaces, their tmpfs, SysV IPC objects and keyrings go with them. Processes of one task
+cannot name the template, the parent or another task (no pid to kill, prlimit, setpriority or ptrace), the
+next task waiting its turn is undumpable, and their process count is their own user namespace's
+(RLIMIT_NPROC counts per user namespace).
 Without namespaces (the explicit weak fallback outside bubblewrap) a task gets a directory of its own, runs as a
 uid of its own if we are root, and every process that stays below the template (a child subreaper) is killed.
 """
