@@ -25,7 +25,7 @@ import pytest
 
 from metatune import cli
 from metatune.mbpp import data, execute, sandbox
-from metatune.mbpp.samples import Sample
+from metatune.mbpp.samples import Sample, read_samples
 
 TIMEOUT = 2.0
 pytestmark = pytest.mark.skipif(not shutil.which("bwrap"), reason="the sandbox needs bubblewrap")
@@ -562,6 +562,8 @@ def test_class4_the_cli_writes_its_results_whatever_the_samples(tmp_path):
     samples = tmp_path / "samples.jsonl"
     lines = [{"task_id": p.task_id, "completion": c, "sample": i}
              for i, c in enumerate([p.code] + [JUDGE[name][0] for name in JUDGE])]
+    lines += [{"task_id": p.task_id, "completion": bad, "sample": len(lines) + i}
+              for i, bad in enumerate([None, 12, ["def f(): pass"], {"code": "x"}])]
     samples.write_text("".join(json.dumps(r) + "\n" for r in lines))
     out = tmp_path / "results.json"
     argv = ["mbpp-score", "--problems", str(problems), "--samples", str(samples), "--out", str(out),
@@ -570,6 +572,9 @@ def test_class4_the_cli_writes_its_results_whatever_the_samples(tmp_path):
     doc = json.loads(out.read_text())
     assert doc["n_samples"] == len(lines) and doc["per_task"][0]["n_passed"] == 1
     assert doc["per_task"][0]["status"] == "passed"
+    verdicts = execute.run({p.task_id: p}, read_samples(samples)[-4:], sandbox.SandboxSettings(), 1)[0]
+    assert [v.reason for v in verdicts] == [f"samples.jsonl:{len(lines) - 3 + i}: completion is a {t}, not a string"
+                                            for i, t in enumerate(["NoneType", "int", "list", "dict"])]
 
 
 # ---------------------------------------------------------------- class 5: correct answers scored right

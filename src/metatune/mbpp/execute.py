@@ -144,7 +144,8 @@ def execute(
         for s in samples:
             if s.task_id not in problems:
                 raise KeyError(f"sample for task {s.task_id}, which is not among the problems")
-            prepared = prepare(problems[s.task_id], s.completion)
+            prepared = Verdict(s.task_id, s.sample, "error", s.malformed) if s.malformed else \
+                prepare(problems[s.task_id], s.completion)
             if isinstance(prepared, Verdict):
                 known.append(Verdict(s.task_id, s.sample, prepared.status, prepared.reason))
             else:
