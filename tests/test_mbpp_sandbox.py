@@ -57,15 +57,20 @@ def with_uids(uids: range) -> list[psutil.Process]:
     return [p for p in psutil.process_iter(["uids"]) if p.info["uids"] and p.info["uids"].real in uids and _alive(p)]
 
 
+# Depth of a task below the pool's bwrap process: bwrap -> bwrap (its pid 1) -> template -> task; without
+# root the template first becomes pid 1 of a user and pid namespace of its own, one level further down.
+TASK_DEPTH = 3 if IS_ROOT else 4
+
+
 def leftover_task_processes(pool: sandbox.SandboxPool) -> list[psutil.Process]:
-    """Processes below a task (template -> task -> these) once it is over. Each worker holds the next task,
-    forked ahead and waiting for its request: it has no processes of its own yet."""
-    zygotes = [p for p in below(pool.pids()) if "zygote.py" in " ".join(p.cmdline()) and p.name() != "bwrap"]
-    pids = {p.pid for p in zygotes}
+    """Processes below a task once it is over. Each worker holds the next task, forked ahead and waiting for
+    its request: it has no processes of its own yet."""
     left = []
-    for template in [p for p in zygotes if p.ppid() not in pids]:
-        for task in template.children():
-            left += [p for p in task.children(recursive=True) if _alive(p)]
+    for pid in pool.pids():
+        level = [psutil.Process(pid)]
+        for _ in range(TASK_DEPTH):
+            level = [c for p in level for c in p.children()]
+        left += [p for task in level for p in task.children(recursive=True) if _alive(p)]
     return left
 
 
