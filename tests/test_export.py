@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
-from conftest import ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import ROOT
 from metatune import export, trial
 from metatune.contract import MetricsError, TrialSpec, validate_metrics
 
@@ -181,7 +181,8 @@ def test_the_trial_cli_carries_the_round_and_the_reruns_source(tmp_path):
 
     rerun = run("rerun", "top1-seed2", "--hp-file", str(tmp_path / "selection.json"), "--hp-rank", "1",
                 "--seed-index", "2")
-    assert (rerun["rank"], rerun["seed_index"], rerun["round"], rerun["source_trial_id"]) == (1, 2, None, "d/stage2/r2-1")
+    placement = (rerun["rank"], rerun["seed_index"], rerun["round"], rerun["source_trial_id"])
+    assert placement == (1, 2, None, "d/stage2/r2-1")
     proposed = run("stage2", "r4-0", "--hp-file", str(tmp_path / "proposals.json"), "--hp-index", "0", "--round", "4")
     assert (proposed["round"], proposed["rank"], proposed["source_trial_id"]) == (4, None, None)
 

@@ -17,8 +17,8 @@ import yaml
 from PIL import Image
 
 from conftest import ROOT, run_snakemake
-from metatune.optimizer.baselines import distributions
 from metatune import export, history
+from metatune.optimizer.baselines import distributions
 from metatune.report import data, optuna_export, plots, summary
 
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
@@ -139,10 +139,8 @@ def test_legends_sit_outside_every_panel(drawn):
 # A tiny sweep with its report.
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("report")
-    run_snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
-    return workdir
+def swept(tiny_sweep) -> Path:
+    return tiny_sweep  # the session's (conftest.py)
 
 
 def test_every_plot_is_there_and_drawn(swept):
@@ -185,7 +183,8 @@ def test_optuna_journal_is_what_an_optuna_user_expects(swept):
         for trial in study.trials:
             row = runs.loc[trial.user_attrs["trial_id"]]
             seen.add(trial.user_attrs["trial_id"])
-            assert trial.user_attrs["status"] == row["status"] and trial.params["target_modules"] == row["hp_target_modules"]
+            assert trial.user_attrs["status"] == row["status"]
+            assert trial.params["target_modules"] == row["hp_target_modules"]
             for metric in ("val_loss", "train_loss", "gpu_hours", "wall_s", "tokens_seen", "peak_mem_mb"):
                 assert trial.user_attrs[metric] == pytest.approx(row[metric]), metric  # one attribute each: sortable
             assert trial.datetime_start.isoformat() == pd.Timestamp(row["started_at"]).tz_convert(None).isoformat()
@@ -218,7 +217,8 @@ def test_rerun_studies_have_a_trial_per_configuration_and_the_winner_as_best(swe
         assert study.best_trial.user_attrs["rank"] == winner["rank"]
         assert study.best_value == pytest.approx(winner["mean_val_loss"])
         for trial in study.trials:
-            seeds = runs[runs["dataset"].eq(dataset) & runs["stage"].eq("rerun") & runs["rank"].eq(trial.user_attrs["rank"])]
+            reruns = runs[runs["dataset"].eq(dataset) & runs["stage"].eq("rerun")]
+            seeds = reruns[reruns["rank"].eq(trial.user_attrs["rank"])]
             assert trial.user_attrs["seed_trial_ids"] == list(seeds["trial_id"])
             assert [trial.user_attrs[f"val_loss_seed{i}"] for i in seeds["seed_index"]] == list(seeds["val_loss"])
             assert trial.user_attrs["source_trial_id"] in set(runs["trial_id"])
@@ -236,7 +236,8 @@ def test_the_live_journal_grew_as_collections_landed_and_holds_the_same_trials(s
         assert [key(t) for t in live[name].trials] == [key(t) for t in study.trials], name
     landed, collected = swept / "results" / "optuna" / "landed", swept / "results" / "collected"
     for dataset in DATASETS:  # stage 1 was in the live journal before the reruns were collected
-        assert (landed / "stage1" / f"{dataset}.json").stat().st_mtime < (collected / "rerun" / f"{dataset}.jsonl").stat().st_mtime
+        landed_at = (landed / "stage1" / f"{dataset}.json").stat().st_mtime
+        assert landed_at < (collected / "rerun" / f"{dataset}.jsonl").stat().st_mtime
     receipts = sorted(landed.rglob("*.json"))
     assert len(receipts) == len(DATASETS) * (2 + 2)  # stage 1, 2 rounds, the reruns
     assert sum(json.loads(r.read_text())["added"] for r in receipts) == sum(len(s.trials) for s in final.values())

@@ -1,7 +1,7 @@
 """Rule plot_cost: validation loss against GPU hours and peak memory, with Pareto fronts."""
 
 from metatune import export
-from metatune.report import data, plots
+from metatune.report import plots
 from metatune.rulelog import log_to
 
 

@@ -1,7 +1,7 @@
 """Rule plot_landscape: one dataset's loss landscape over pairs of hyperparameters, and its 1-D slices."""
 
 from metatune import export
-from metatune.report import data, plots
+from metatune.report import plots
 from metatune.rulelog import log_to
 
 

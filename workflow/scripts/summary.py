@@ -9,8 +9,8 @@ from metatune.rulelog import log_to
 def main(smk) -> None:
     with log_to(smk.log[0]):
         recommendations = {doc["dataset"]: doc for doc in map(read_json, smk.input.recommendations)}
-        text = summary.summary_markdown(export.read_runs(smk.input.runs), data.read_best(smk.input.best), recommendations,
-                                        smk.params.method)
+        runs, best = export.read_runs(smk.input.runs), data.read_best(smk.input.best)
+        text = summary.summary_markdown(runs, best, recommendations, smk.params.method)
         atomic_write_text(smk.output[0], text)
 
 

@@ -118,7 +118,8 @@ def rerun_trials(trials: list[CollectedTrial], dists: dict) -> list:
         ok = [m for m in ms if m["status"] == "ok"]
         losses = [m["val_loss"] for m in ok]
         attrs = {"rank": rank, "source_trial_id": ms[0].get("source_trial_id"), "n_seeds": len(ms),
-                 "n_failed": len(ms) - len(ok), "seed_trial_ids": [trial_id(m["dataset"], m["stage"], m["run_id"]) for m in ms],
+                 "n_failed": len(ms) - len(ok),
+                 "seed_trial_ids": [trial_id(m["dataset"], m["stage"], m["run_id"]) for m in ms],
                  "seeds": [m["seed"] for m in ms],
                  **{f"val_loss_seed{m['seed_index']}": m["val_loss"] for m in ms},
                  "mean_val_loss": statistics.fmean(losses) if losses else None,
