@@ -123,11 +123,10 @@ LIVE_JOURNAL = "results/optuna/live.log"
 
 def landed(collections):
     """The receipts of rule optuna_live for these collections."""
-    return [
-        c.replace("results/collected/", "results/optuna/landed/", 1).removesuffix(".jsonl")
-        + ".json"
-        for c in collections
-    ]
+    names = (
+        c.removeprefix("results/collected/").removesuffix(".jsonl") for c in collections
+    )
+    return [f"results/optuna/landed/{name}.json" for name in names]
 
 
 # What every trial reads, as wildcard patterns: the metafeatures; the bins (and their meta.json) or the JSONL
