@@ -127,7 +127,14 @@ def test_any_mix_of_statuses_reads_back_with_the_documented_dtypes(tmp_path_fact
             assert pd.api.types.is_string_dtype(runs[column]), column
         else:
             assert str(runs[column].dtype) == dtype, column
-    assert list(runs["error"].fillna("")) == [m["error"] or "" for m in ms]  # text survives as written
+    written = [(m["error"] or "").replace("\r\n", "\n").replace("\r", "\n") for m in ms]
+    assert list(runs["error"].fillna("")) == written  # one row per trial; text as written, line breaks as \n
+
+
+def test_a_carriage_return_in_an_error_stays_inside_its_row(tmp_path):
+    ms = [metrics("g1", status="failed", error="step 10/100\rstep 20/100\r\nKilled"), metrics("g2")]
+    runs = export.read_runs(write_runs(tmp_path / "runs.csv", ms))
+    assert list(runs["run_id"]) == ["g1", "g2"] and runs["error"].iloc[0] == "step 10/100\nstep 20/100\nKilled"
 
 
 def test_a_rerun_with_nothing_changed_writes_the_same_bytes(tmp_path):

@@ -22,7 +22,9 @@ def _cell(v) -> str:
         return ""
     if isinstance(v, float):
         return repr(v)
-    return str(v)
+    # The csv module leaves a lone carriage return (a progress bar's, in an error message) unquoted, and readers
+    # take it for the end of the row: line breaks become newlines, which it quotes.
+    return str(v).replace("\r\n", "\n").replace("\r", "\n")
 
 
 def natural_key(run_id: str) -> list:
@@ -77,7 +79,10 @@ def read_runs(path: str | Path):
 
     header = pd.read_csv(path, nrows=0).columns
     dtypes = {**RUNS_LEADING, **RUNS_TRAILING, **{c: "float64" for c in header if c.startswith("mf_")}}
-    return pd.read_csv(path, dtype={c: t for c, t in dtypes.items() if c in header})
+    dtypes = {c: t for c, t in dtypes.items() if c in header}
+    # Only an empty cell is missing: an error message or a choice that reads "None" or "NA" is text.
+    missing = {c: [""] if dtypes.get(c, "str") == "str" else ["", "nan"] for c in header}
+    return pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values=missing)
 
 
 BEST_COLUMNS = ["dataset", "rank", "winner", "mean_val_loss", "std_val_loss", "ci95_low", "ci95_high", "n_seeds",
