@@ -135,6 +135,12 @@ def test_too_few_seeds_cannot_be_settled_and_print_no_interval(n):
     assert rows[1]["diff_vs_winner"] == pytest.approx(1.0 if n == 1 else (2.0 + 2.1 - 1.0 - 1.4) / 2)
 
 
+def test_a_configuration_without_enough_seeds_to_pair_leaves_it_unsettled():
+    rows = summarize({1: [1.0, 1.1, 1.2], 2: [2.0, 2.1]})  # top2 ran two seeds only (no failure among them)
+    assert rows[1]["comparison"] == "too few seeds" and rows[0]["verdict"] == "unsettled"
+    assert rows[0]["verdict_reason"] == "cannot be settled: top2 ran fewer than 3 seeds to pair with top1's"
+
+
 def test_one_configuration_rerun_is_unsettled():
     rows = summarize({1: [1.0, 1.1, 1.2]})
     assert rows[0]["winner"] and rows[0]["verdict"] == "unsettled" and "rerun.top_k >= 2" in rows[0]["verdict_reason"]

@@ -50,11 +50,11 @@ class Interval:
     high: float
 
 
-def t_interval(values: list[float], min_n: int = MIN_SEEDS) -> Interval:
+def t_interval(values: list[float]) -> Interval:
     n = len(values)
     mean = statistics.fmean(values) if values else math.nan
     std = statistics.stdev(values) if n > 1 else math.nan
-    if n < min_n:
+    if n < MIN_SEEDS:
         return Interval(n, mean, std, math.nan, math.nan)
     half = t_quantile_975(n - 1) * std / math.sqrt(n)
     return Interval(n, mean, std, mean - half, mean + half)
@@ -155,6 +155,10 @@ def judge(candidates: list[Candidate]) -> Verdict:
     if n < MIN_SEEDS:
         return Verdict(winner.rank, "unsettled", (), f"cannot be settled with {n} seed{'s' * (n != 1)} per "
                        f"configuration: a paired interval needs rerun.seeds >= {MIN_SEEDS}", comparisons)
+    unpaired = [r for r in others if comparisons[r].outcome == "too few seeds"]
+    if unpaired:  # a configuration with fewer seeds run than the winner: not a sweep's reruns, but say so
+        return Verdict(winner.rank, "unsettled", (), f"cannot be settled: {names(unpaired)} ran fewer than "
+                       f"{MIN_SEEDS} seeds to pair with {winner.name}'s", comparisons)
     tied = tuple(r for r in others if comparisons[r].outcome == "not separated")
     if tied:
         return Verdict(winner.rank, "tied", tied, f"tied with {names(tied)}: more seeds or a larger budget would "

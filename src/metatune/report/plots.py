@@ -177,6 +177,10 @@ def rerun_intervals(best: pd.DataFrame, seeds: pd.DataFrame, out: str | Path) ->
             ax.errorbar([row.rank], [row.mean_val_loss], yerr=yerr, capsize=6, color=color, marker="o", markersize=7)
             s = seeds[seeds["dataset"].eq(name) & seeds["rank"].eq(row.rank)]
             ax.scatter(np.full(len(s), row.rank + 0.12), ok_loss(s), s=14, color="k", alpha=0.6)
+            if not math.isnan(row.p_better_than_winner):  # the paired numbers: what the verdict rests on
+                ax.annotate(f"{row.diff_vs_winner:+.4f} paired\nP(better) {row.p_better_than_winner:.2f}",
+                            (row.rank, row.mean_val_loss), xytext=(8, 0), textcoords="offset points", fontsize=7,
+                            va="center", color=color)
         ax.set_xticks(list(b["rank"]), [f"top{r}" for r in b["rank"]])
         ax.set_xlim(b["rank"].min() - 0.5, b["rank"].max() + 0.5)
         ax.set_title(f"{name}: {b['verdict'].iloc[0]}")

@@ -1,7 +1,7 @@
 """results/report/summary.md: the sweep's outcome in plain Markdown, readable without Snakemake or a browser.
 Each dataset's winner with its 95% interval and its verdict, the other configurations against it, the winner's
-curse, and, where the `recommendations` target has run, the zero-shot
-configuration the other datasets' trials recommend for it."""
+curse, and, where the `recommendations` target has run, the zero-shot configuration the other datasets' trials
+recommend for it."""
 
 from __future__ import annotations
 
