@@ -11,7 +11,7 @@ Welch 95% interval of the difference of means excludes zero for every other conf
 often the winner is the true best whatever the verdict (what printing the winner alone would claim), and the
 winner's noise-free regret against the best configuration any search trial of its dataset tried.
 
-Usage (from the repository root): PYTHONPATH=src python benchmarks/bench_verdicts.py [--seeds 5]
+Usage (from the repository root): PYTHONPATH=src python benchmarks/bench_verdicts.py [--seeds 5] [--first-seed 0]
 """
 
 from __future__ import annotations
@@ -114,12 +114,13 @@ def share(hits: int, n: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5, help="sweep seeds (config `seed`) 0..N-1")
+    parser.add_argument("--seeds", type=int, default=5, help="how many sweep seeds (config `seed`)")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first of them")
     args = parser.parse_args()
     cfg = yaml.safe_load(CONFIG.read_text())
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_verdicts_") as tmp:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             workdir = Path(tmp) / f"seed{seed}"
             wall = sweep(workdir, seed)
             judged = judge_sweep(workdir, cfg)

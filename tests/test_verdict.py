@@ -298,3 +298,12 @@ def test_simulated_showcase_prints_its_verdicts(tmp_path):
     for m in history.collected_metrics([tmp_path / "results" / "collected" / "rerun" / f"{names[0]}.jsonl"]):
         seeds.setdefault(canonical_hp(m["hp"]), []).append(m["seed"])
     assert len(seeds) == 3 and len({tuple(sorted(s)) for s in seeds.values()}) == 1
+
+
+def test_summary_gives_the_mbpp_verdict():
+    mbpp = pd.DataFrame({"dataset": ["code"], "adapter_pass@1": [0.4], "baseline_pass@1": [0.3], "diff": [0.1],
+                         "ci95_low": [0.02], "ci95_high": [0.18], "verdict": ["better"]})
+    runs = pd.DataFrame({"dataset": ["code"], "status": ["ok"]})
+    empty = pd.DataFrame(columns=[*export.BEST_COLUMNS, "hp"]).astype({"winner": bool})
+    md = summary.summary_markdown(runs, empty, {}, mbpp)
+    assert "| code | 0.400 | 0.300 | +0.100 | [+0.020, +0.180] | better |" in md

@@ -95,7 +95,17 @@ def recommendation_rows(recommendations: dict[str, dict], names: list[str]) -> l
     return rows
 
 
-def summary_markdown(runs: pd.DataFrame, best: pd.DataFrame, recommendations: dict[str, dict]) -> str:
+def mbpp_lines(mbpp: pd.DataFrame) -> list[str]:
+    """Each MBPP dataset's adapter against the base model (results/tables/mbpp_comparison.csv)."""
+    rows = ["| dataset | adapter pass@1 | base pass@1 | paired difference | 95% interval | verdict |",
+            "|---|---|---|---|---|---|"]
+    rows += [f"| {r['dataset']} | {r['adapter_pass@1']:.3f} | {r['baseline_pass@1']:.3f} | {r['diff']:+.3f} | "
+             f"[{r['ci95_low']:+.3f}, {r['ci95_high']:+.3f}] | {r['verdict']} |" for _, r in mbpp.iterrows()]
+    return rows
+
+
+def summary_markdown(runs: pd.DataFrame, best: pd.DataFrame, recommendations: dict[str, dict],
+                     mbpp: pd.DataFrame | None = None) -> str:
     names = datasets(runs)
     lines = [
         "# metatune sweep summary", "",
@@ -116,8 +126,13 @@ def summary_markdown(runs: pd.DataFrame, best: pd.DataFrame, recommendations: di
         "## Winner's curse", "",
         "A winner was selected on one noisy run; its rerun mean at the same budget says how optimistic that was.", "",
         *curse_lines(best), "",
-        "## Zero-shot recommendation per dataset", "",
     ]
+    if mbpp is not None:
+        lines += ["## MBPP: the winning adapter against the base model", "",
+                  "pass@1 on the same tasks, their difference task by task with a bootstrap 95% interval: `better` or "
+                  "`worse` when the interval excludes zero, else `not separated`.", "",
+                  *mbpp_lines(mbpp), ""]
+    lines += ["## Zero-shot recommendation per dataset", ""]
     if recommendations:
         lines += ["What the zero-shot method recommends for each dataset from the other datasets' trials alone "
                   "(`results/recommend/{dataset}.json`), to hold against the winner above.", "",
