@@ -132,7 +132,8 @@ def main() -> None:
     tied = [r for r in results if r["verdict"] == "tied"]
     welch = [r for r in results if r["welch_settled"]]
     print(f"\n{args.seeds} sweeps of {CONFIG.name} ({cfg['rerun']}), {n} dataset verdicts:")
-    print(f"  paired (best.csv): settled {share(len(settled), n)}, right {share(sum(r['right'] for r in settled), len(settled))}; "
+    settled_right = share(sum(r["right"] for r in settled), len(settled))
+    print(f"  paired (best.csv): settled {share(len(settled), n)}, right {settled_right}; "
           f"tied {share(len(tied), n)}, true best among the tied {share(sum(r['right'] for r in tied), len(tied))}; "
           f"unsettled {n - len(settled) - len(tied)}")
     welch_right = sum(r["winner"] == r["true_best"] for r in welch)
@@ -143,8 +144,9 @@ def main() -> None:
     print(f"  winner is the true best of the rerun configurations, whatever the verdict: "
           f"{share(sum(r['winner'] == r['true_best'] for r in winners), len(winners))}")
     regrets = [r["regret"] for r in winners]
-    print(f"  winner's noise-free regret against the best configuration its search tried: mean {sum(regrets) / len(regrets):.4f}, "
-          f"max {max(regrets):.4f}, zero on {sum(r <= 1e-12 for r in regrets)} of {len(regrets)}")
+    print(f"  winner's noise-free regret against the best configuration its search tried: "
+          f"mean {sum(regrets) / len(regrets):.4f}, max {max(regrets):.4f}, "
+          f"zero on {sum(r <= 1e-12 for r in regrets)} of {len(regrets)}")
 
 
 if __name__ == "__main__":

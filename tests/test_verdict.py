@@ -86,7 +86,8 @@ def test_tied_names_what_the_winner_cannot_be_told_from():
     for row, losses in zip(rows[1:], (c2, c3)):
         mean, low, high, p = expected_paired(losses, w)
         assert low < 0 < high and row["comparison"] == "not separated"
-        assert (row["diff_ci95_low"], row["diff_ci95_high"], row["p_better_than_winner"]) == pytest.approx((low, high, p))
+        got = (row["diff_ci95_low"], row["diff_ci95_high"], row["p_better_than_winner"])
+        assert got == pytest.approx((low, high, p))
 
 
 def test_tied_with_one_while_another_is_beaten():

@@ -24,7 +24,8 @@ def verdicts_text(best) -> str:
                 lines.append(f"  winner top{r.rank} ({r.source_run_id}): mean val_loss {r.mean_val_loss:.4f} "
                              f"{interval(r.ci95_low, r.ci95_high, r.n_seeds)}; {format_hp(r.hp)}")
             elif not math.isnan(r.diff_vs_winner):
-                p = "" if math.isnan(r.p_better_than_winner) else f", P(better than winner) {r.p_better_than_winner:.3f}"
+                p = r.p_better_than_winner
+                p = "" if math.isnan(p) else f", P(better than winner) {p:.3f}"
                 lines.append(f"  top{r.rank}: {r.diff_vs_winner:+.4f} against the winner "
                              f"{interval(r.diff_ci95_low, r.diff_ci95_high, int(r.n_paired))}{p}: {r.comparison}")
             else:
