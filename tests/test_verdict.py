@@ -308,3 +308,27 @@ def test_summary_gives_the_mbpp_verdict():
     empty = pd.DataFrame(columns=[*export.BEST_COLUMNS, "hp"]).astype({"winner": bool})
     md = summary.summary_markdown(runs, empty, {}, mbpp)
     assert "| code | 0.400 | 0.300 | +0.100 | [+0.020, +0.180] | better |" in md
+
+
+def test_simulated_seed_noise_is_shared_by_configurations_trained_with_the_seed():
+    """Half the noise variance comes with the seed, so pairing by seed removes it: the correlation of two
+    configurations' noise over seeds is about 0.5, and none between seeds of different numbers."""
+    from metatune.contract import TrialSpec
+    from metatune.trainers.simulated import SHARED_SEED_VARIANCE, simulate
+
+    mf = {"log10_tokens": 6.0, "token_entropy": 6.0, "compression_ratio": 0.3}
+
+    def loss(hp, seed, noise):
+        spec = TrialSpec(run_id="x", stage="rerun", dataset="d", seed=seed, hp=hp, token_budget=200_000, seq_len=128,
+                         train_path="", val_path="", metafeatures_path="", out_dir="", trainer="simulated",
+                         settings={"simulated": {"noise": noise}})
+        return simulate(spec, mf).val_loss
+
+    a = {"learning_rate": 1e-3, "lora_r": 8, "batch_size": 16}
+    b = {"learning_rate": 2e-3, "lora_r": 16, "batch_size": 32}
+    seeds = range(400)
+    za = [loss(a, s, 0.01) / loss(a, s, 0.0) - 1 for s in seeds]
+    zb = [loss(b, s, 0.01) / loss(b, s, 0.0) - 1 for s in seeds]
+    assert stats.pearsonr(za, zb).statistic == pytest.approx(SHARED_SEED_VARIANCE, abs=0.12)
+    assert np.std(za) == pytest.approx(0.01, rel=0.15)  # the noise level is unchanged
+    assert abs(stats.pearsonr(za, zb[1:] + zb[:1]).statistic) < 0.15
