@@ -19,7 +19,7 @@ def verdicts_text(best) -> str:
     lines = []
     for dataset, rows in best.groupby("dataset", sort=False):
         lines.append(f"{dataset}: {rows['verdict_reason'].iloc[0]}")
-        for r in rows.itertuples():
+        for r in rows.sort_values("winner", ascending=False, kind="stable").itertuples():
             if r.winner:
                 lines.append(f"  winner top{r.rank} ({r.source_run_id}): mean val_loss {r.mean_val_loss:.4f} "
                              f"{interval(r.ci95_low, r.ci95_high, r.n_seeds)}; {format_hp(r.hp)}")
