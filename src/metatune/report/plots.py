@@ -179,10 +179,10 @@ def rerun_intervals(best: pd.DataFrame, seeds: pd.DataFrame, out: str | Path) ->
             ax.scatter(np.full(len(s), row.rank + 0.12), ok_loss(s), s=14, color="k", alpha=0.6)
             if not math.isnan(row.p_better_than_winner):  # the paired numbers: what the verdict rests on
                 ax.annotate(f"{row.diff_vs_winner:+.4f} paired\nP(better) {row.p_better_than_winner:.2f}",
-                            (row.rank, row.mean_val_loss), xytext=(8, 0), textcoords="offset points", fontsize=7,
-                            va="center", color=color)
+                            (row.rank, row.mean_val_loss), xytext=(-10, 0), textcoords="offset points", fontsize=7,
+                            ha="right", va="center", color=color)  # left: the seeds' dots are on the right
         ax.set_xticks(list(b["rank"]), [f"top{r}" for r in b["rank"]])
-        ax.set_xlim(b["rank"].min() - 0.5, b["rank"].max() + 0.5)
+        ax.set_xlim(b["rank"].min() - 0.9, b["rank"].max() + 0.5)  # room for the paired numbers on the left
         ax.set_title(f"{name}: {b['verdict'].iloc[0]}")
         ax.set_ylabel("validation loss")
         ax.text(0.5, -0.14, textwrap.fill(b["verdict_reason"].iloc[0], 52), transform=ax.transAxes, ha="center",
