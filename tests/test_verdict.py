@@ -332,3 +332,16 @@ def test_simulated_seed_noise_is_shared_by_configurations_trained_with_the_seed(
     assert stats.pearsonr(za, zb).statistic == pytest.approx(SHARED_SEED_VARIANCE, abs=0.12)
     assert np.std(za) == pytest.approx(0.01, rel=0.15)  # the noise level is unchanged
     assert abs(stats.pearsonr(za, zb[1:] + zb[:1]).statistic) < 0.15
+
+
+def test_a_run_ends_with_the_verdicts_or_a_note_never_a_crash(tmp_path, capsys):
+    from metatune.verdict_cli import print_after_run
+
+    print_after_run(tmp_path / "absent.csv")
+    assert capsys.readouterr().out == ""
+    old = tmp_path / "old.csv"  # best.csv as metatune wrote it before verdicts: the configuration as JSON
+    old.write_text('dataset,rank,winner,mean_val_loss,hp\nd,1,True,1.0,"{""lr"": 1}"\n')
+    print_after_run(old)
+    assert "has no verdicts (KeyError" in capsys.readouterr().out
+    print_after_run(best_csv(tmp_path, {"d": {1: [1.0, 1.1, 1.2], 2: [1.5, 1.6, 1.7]}}))
+    assert "d: settled: top1 beats top2" in capsys.readouterr().out

@@ -54,5 +54,12 @@ def print_after_run(best: str | Path = DEFAULT_BEST) -> None:
     """The workflow's onsuccess handler: the verdicts, when the run has produced best.csv."""
     from metatune.report.data import read_best
 
-    if Path(best).is_file():
-        print(f"\nVerdicts ({best}; `metatune verdicts` prints them again):\n{verdicts_text(read_best(best))}")
+    if not Path(best).is_file():
+        return
+    try:
+        text = verdicts_text(read_best(best))
+    except (KeyError, ValueError) as e:  # a best.csv of an older metatune: the run itself went fine
+        print(f"\nVerdicts: {best} has no verdicts ({type(e).__name__}: {e}); rebuild it with "
+              "`snakemake --forcerun summarize_reruns`")
+        return
+    print(f"\nVerdicts ({best}; `metatune verdicts` prints them again):\n{text}")
