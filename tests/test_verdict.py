@@ -222,7 +222,8 @@ def best_csv(tmp_path, tables: dict[str, dict]) -> str:
 
 
 def test_best_csv_header_is_the_documented_table(tmp_path):
-    header = next(csv.reader(open(best_csv(tmp_path, {"d": {1: [1.0, 1.1, 1.2], 2: [1.5, 1.6, 1.7]}}))))
+    with open(best_csv(tmp_path, {"d": {1: [1.0, 1.1, 1.2], 2: [1.5, 1.6, 1.7]}}), newline="") as f:
+        header = next(csv.reader(f))
     documented = documented_columns("best.csv")
     assert documented[-1] == "hp_<name>"
     assert header == documented[:-1] + [f"hp_{k}" for k in SPACE]
@@ -287,8 +288,10 @@ def test_simulated_showcase_prints_its_verdicts(tmp_path):
     names = [d["name"] for d in yaml.safe_load(config.read_text())["datasets"]]
     best = data.read_best(tmp_path / "results" / "tables" / "best.csv")
     assert list(dict.fromkeys(best["dataset"])) == names
-    assert next(csv.reader(open(tmp_path / "results" / "tables" / "best.csv")))[:len(export.BEST_COLUMNS)] == \
-        export.BEST_COLUMNS
+    with open(tmp_path / "results" / "tables" / "best.csv", newline="") as f:
+        header = next(csv.reader(f))
+    space = yaml.safe_load(config.read_text())["space"]
+    assert header == documented_columns("best.csv")[:-1] + [f"hp_{k}" for k in space]
     assert "Verdicts (results/tables/best.csv" in proc.stdout
     for name in names:
         reason = best.loc[best["dataset"].eq(name), "verdict_reason"].iloc[0]
