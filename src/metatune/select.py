@@ -28,7 +28,8 @@ def select_top(metrics: list[dict], top_k: int) -> dict:
         if m["status"] != "ok":
             excluded[m["status"]] = excluded.get(m["status"], 0) + 1
     return {
-        "criterion": "lowest final val_loss among ok trials of stage 1 and stage 2; one entry per distinct configuration",
+        "criterion": "lowest final val_loss among ok trials of stage 1 and stage 2; "
+                     "one entry per distinct configuration",
         "configs": configs,
         "ranking": [{"run_id": m["run_id"], "stage": m["stage"], "val_loss": m["val_loss"]} for m in ok],
         "excluded": excluded,

@@ -37,9 +37,14 @@ def read_best(path: str | Path) -> pd.DataFrame:
     best[list(BEST_TEXT)] = best[list(BEST_TEXT)].fillna("")
     best["winner"] = best["winner"].eq("True")
     hp_columns = [c for c in best.columns if c.startswith("hp_")]
-    best["hp"] = [{c.removeprefix("hp_"): getattr(v, "item", lambda: v)() for c, v in zip(hp_columns, row)
-                   if not pd.isna(v)} for row in best[hp_columns].itertuples(index=False)]
+    best["hp"] = [{c.removeprefix("hp_"): _python(v) for c, v in zip(hp_columns, row) if not pd.isna(v)}
+                  for row in best[hp_columns].itertuples(index=False)]
     return best
+
+
+def _python(value):
+    """numpy's scalars as the Python int, float or str they hold (JSON and the optimizer expect those)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def datasets(runs: pd.DataFrame) -> list[str]:

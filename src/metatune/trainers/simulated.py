@@ -13,8 +13,8 @@ What it reproduces, and from where:
 - Dropout helps small datasets a little and costs large ones a little (QLoRA's appendix).
 - Above a threshold learning rate (lowered by short warmup) the run diverges: status `diverged`.
 - Seed noise of about 1% of the loss, half of its variance shared by every configuration trained with the same
-  seed (the same data order and initialisation); a learning curve over the token budget: the loss falls as a power of the
-  tokens seen, slower when the learning rate is too low.
+  seed (the same data order and initialisation); a learning curve over the token budget: the loss falls as a
+  power of the tokens seen, slower when the learning rate is too low.
 The numbers are illustrative, not fitted; docs/simulated_trainer.md shows the formulas.
 """
 
