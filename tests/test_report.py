@@ -23,7 +23,7 @@ from metatune.report import data, optuna_export, plots, summary
 
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 DATASETS = ["arith", "markov"]
-TRIALS = {"stage1": 4, "stage2": 4, "rerun": 4}  # per dataset, as tests/configs/tiny.yaml says
+TRIALS = {"stage1": 4, "stage2": 4, "rerun": 6}  # per dataset, as tests/configs/tiny.yaml says
 PLOTS = ["landscape/arith.png", "landscape/markov.png", "slices/arith.png", "slices/markov.png", "best_so_far.png",
          "reruns.png", "learning_curves.png", "transfer_metafeatures.png", "stage2_vs_stage1.png", "cost_quality.png"]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -68,9 +68,11 @@ def test_summary_without_recommendations_says_how_to_get_them():
     runs = pd.DataFrame({"dataset": ["a"] * 3, "status": ["ok"] * 3, "stage": ["stage1", "stage2", "stage2"],
                          "round": [None, 1, 2], "val_loss": [2.0, 1.75, 2.5]})
     best = pd.DataFrame({"dataset": ["a"], "rank": [1], "winner": [True], "mean_val_loss": [1.5], "ci95_low": [1.25],
-                         "ci95_high": [1.75], "n_seeds": [3], "source_run_id": ["g1"], "hp": [{"lora_r": 8}]})
-    text = summary.summary_markdown(runs, best, {}, "transfer")
-    assert "| a | 1.5000 | [1.2500, 1.7500] | 3 | lora_r=8 | g1 (top1) |" in text
+                         "ci95_high": [1.75], "n_seeds": [3], "source_run_id": ["g1"], "hp": [{"lora_r": 8}],
+                         "verdict": ["unsettled"], "verdict_reason": ["cannot be settled: only top1 was rerun"],
+                         "search_val_loss": [1.4], "search_stage": ["stage1"], "optimism": [0.1]})
+    text = summary.summary_markdown(runs, best, {}, method="transfer")
+    assert "| a | unsettled | 1.5000 | [1.2500, 1.7500] | 3 | lora_r=8 | g1 (top1) |" in text
     assert "the `recommendations` target writes them" in text
     assert "Stage 2 used the `transfer` method: 2 trials in 2 rounds" in text
     assert "beat the stage-1 grid's best on 1 of 1 datasets" in text and "| a | 2.0000 | 1.7500 | -0.2500 |" in text
