@@ -66,7 +66,7 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
         token_budget=stage["token_budget"], **paths,
         seq_len=stage["seq_len"], metafeatures_path=args.metafeatures, out_dir=str(Path(args.metrics).parent),
         trainer=stage["trainer"], settings=stage["training"], save_adapter=stage["save_adapter"],
-        round=args.round, rank=args.hp_rank, seed_index=args.seed_index, source_trial_id=source,
+        round=getattr(args, "round", None), rank=args.hp_rank, seed_index=args.seed_index, source_trial_id=source,
     )
 
 
