@@ -9,6 +9,7 @@ if sequences remain, one last step with just those (see `step_sizes`).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import resource
@@ -223,17 +224,31 @@ def fit(spec: TrialSpec, cfg: NanoGPTSettings, micro_batch: int) -> TrialOutcome
 
 def retry_on_oom(attempt: Callable[[int], TrialOutcome], micro_batch: int) -> TrialOutcome:
     """Run `attempt(micro_batch)`; on CUDA out-of-memory, start again with half the micro-batch (and so twice the
-    accumulation: the step's batch stays the trial's) down to 1, then record the trial as `oom`."""
+    accumulation: the step's batch stays the trial's) down to 1, then record the trial as `oom`. The time of the
+    failed attempts counts in the trial's wall_s and gpu_hours: the device was busy then too."""
+    start = time.monotonic()
     while True:
         try:
-            return attempt(micro_batch)
+            outcome = attempt(micro_batch)
+            break
         except torch.OutOfMemoryError as e:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if micro_batch == 1:
-                return TrialOutcome(status="oom", error=f"out of memory at micro-batch 1: {str(e)[:500]}")
-            print(f"out of memory at micro-batch {micro_batch}; retrying with {micro_batch // 2}")
-            micro_batch //= 2
+            reason = str(e)[:500]
+        # Out of the except block: the traceback held the failed attempt's frames, so its model, optimizer and
+        # activations are only now unreachable; collect them and hand the cached blocks back to the driver.
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if micro_batch == 1:
+            outcome = TrialOutcome(status="oom", error=f"out of memory at micro-batch 1: {reason}",
+                                   device="cuda" if torch.cuda.is_available() else "cpu")
+            break
+        print(f"out of memory at micro-batch {micro_batch}; retrying with {micro_batch // 2}")
+        micro_batch //= 2
+    lost_s = time.monotonic() - start - outcome.wall_s
+    outcome.wall_s = round(outcome.wall_s + lost_s, 3)
+    if outcome.device == "cuda":
+        outcome.gpu_hours += lost_s / 3600
+    return outcome
 
 
 def train(spec: TrialSpec) -> TrialOutcome:
