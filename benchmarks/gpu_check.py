@@ -26,6 +26,7 @@ first, or see benchmarks/gpu_check.sh for a machine without a registry.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -83,7 +84,7 @@ class Sizes:
 
 GPU = Sizes(gpt2={}, seq_len=1024, batch=32, micro=16, steps=30, rounds=2, oom_micro=64,
             sft_steps=40, sft_batch=8, sft_records=32, mbpp_tokens=96)
-CPU = Sizes(gpt2=dict(n_layer=2, n_head=2, n_embd=64, n_positions=128, vocab_size=257), seq_len=64, batch=16,
+CPU = Sizes(gpt2={"n_layer": 2, "n_head": 2, "n_embd": 64, "n_positions": 128, "vocab_size": 257}, seq_len=64, batch=16,
             micro=8, steps=6, rounds=1, oom_micro=16, sft_steps=6, sft_batch=4, sft_records=8,
             mbpp_tokens=24)
 LORA = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "warmup_ratio": 0.1, "weight_decay": 0.0,
@@ -114,7 +115,6 @@ class Context:
     out: Path
     mbpp: Path
     peak_flops: float | None
-    device_name: str
     adapter: Path | None = None  # step 3's, for step 4
     llama: Path | None = None
 
@@ -289,9 +289,10 @@ def step_oom(ctx: Context, step: Step) -> None:
     step.figures.update({"cap_gib": OOM_CAP_GIB if ctx.cuda else None, "micro_batches_tried": tried,
                          "status": outcome.status, "gpu_hours": outcome.gpu_hours, "wall_s": outcome.wall_s,
                          "peak_mem_mb": outcome.peak_mem_mb, "error": outcome.error})
-    halving = all(b == a // 2 for a, b in zip(tried, tried[1:]))
+    halving = all(b == a // 2 for a, b in itertools.pairwise(tried))
     step.check("out of memory at the first micro-batch, then halved", len(tried) >= 2 and halving, tried)
-    step.check("ends ok", outcome.status == "ok", outcome.error or "")
+    if not step.check("ends ok", outcome.status == "ok", outcome.error or ""):
+        return
     n_steps = len(ng.step_sizes(spec.token_budget, hp["batch_size"], spec.seq_len))
     step.check("the batch is kept: every optimizer step, every token",
                outcome.tokens_seen == spec.token_budget and outcome.curve[-1]["step"] == n_steps,
@@ -351,11 +352,12 @@ def step_sft(ctx: Context, step: Step) -> None:
         metrics = trial.run(spec)
     finally:
         hf_sft.make_trainer = make_trainer
-    curve = trial_curve(Path(spec.out_dir))
     step.figures.update({k: metrics[k] for k in ("status", "val_loss", "tokens_seen", "wall_s", "gpu_hours",
                                                   "peak_mem_mb", "tokens_per_s", "device")})
+    if not step.check("trial ok", metrics["status"] == "ok", metrics["error"] or ""):
+        return
+    curve = trial_curve(Path(spec.out_dir))
     step.figures["val_loss_start"] = curve[0]["val_loss"]
-    step.check("trial ok", metrics["status"] == "ok", metrics["error"] or "")
     step.check("val loss falls", curve[-1]["val_loss"] < curve[0]["val_loss"] - 0.05,
                f"{curve[0]['val_loss']:.3f} -> {curve[-1]['val_loss']:.3f}")
     model = trainers[-1].model.eval()
@@ -465,7 +467,7 @@ def step_sweep(ctx: Context, step: Step) -> None:
     cmd = [sys.executable, "-m", "snakemake", "stage1", "-s", str(ROOT / "Snakefile"), "--directory", str(work),
            "--profile", str(ROOT / "profiles" / "local-4070s"), "--configfile", str(config)]
     print("  " + " ".join(cmd))
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400, check=False)
     (work / "snakemake.log").write_text(proc.stdout + proc.stderr)
     if not step.check("snakemake succeeded", proc.returncode == 0, f"exit {proc.returncode}"):
         print(proc.stderr[-3000:])
@@ -538,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--mbpp: {args.mbpp} not found (MBPP's mbpp.jsonl; see benchmarks/gpu_check.sh)")
     name = torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu"
     ctx = Context(cuda=cuda, sizes=GPU if cuda else CPU, out=args.out, mbpp=args.mbpp.resolve(),
-                  peak_flops=peak_flops(name, args.peak_tflops) if cuda else None, device_name=name)
+                  peak_flops=peak_flops(name, args.peak_tflops) if cuda else None)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     report = {"device": name, "cuda": cuda, "sizes": asdict(ctx.sizes), "python": platform.python_version(),
