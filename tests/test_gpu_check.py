@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import weakref
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,12 @@ def test_retry_halves_down_to_what_fits_or_records_oom(start, fits):
         assert outcome.status == "ok" and tried[-1] <= fits and (len(tried) == 1 or tried[-2] > fits)
     else:
         assert outcome.status == "oom" and tried[-1] == 1 and "micro-batch 1" in outcome.error
+
+
+@pytest.mark.parametrize("device, cuda", [("cuda", True), ("cuda:1", True), ("cpu", False)])
+def test_a_numbered_card_takes_the_cuda_paths(device, cuda):
+    """training.nanogpt.device may be cuda:N: bf16 autocast, TF32, fused AdamW and CUDA memory and GPU hours
+    must follow (they checked for the string "cuda" alone)."""
+    assert ng.on_cuda(device) is cuda
+    with pytest.warns(UserWarning) if cuda and not torch.cuda.is_available() else nullcontext():
+        assert isinstance(ng.autocast(device), torch.autocast) is cuda
