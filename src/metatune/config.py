@@ -73,6 +73,21 @@ def _pick_error(errors: list[jsonschema.ValidationError]) -> jsonschema.Validati
     return error
 
 
+def _schema_errors(errors: list[jsonschema.ValidationError]) -> str | None:
+    """All schema errors as one message, led by a wrong value inside the config (the concrete mistake) before a
+    missing or unknown top-level key."""
+    if not errors:
+        return None
+    def holds(error: jsonschema.ValidationError, sub: jsonschema.ValidationError) -> bool:
+        return error is sub or any(holds(e, sub) for e in error.context)
+
+    lead = _pick_error([e for e in errors if e.absolute_path] or errors)
+    messages = [f"{_key(e.absolute_path)}: {e.message}"
+                for e in [lead, *(_pick_error([e]) for e in errors if not holds(e, lead))]]
+    first, *others = dict.fromkeys(messages)
+    return f"{first} (also {'; '.join(others)})" if others else first
+
+
 def _deref(schema: dict, root: dict) -> dict:
     """`schema` with its $ref resolved (keywords beside the $ref win)."""
     if "$ref" not in schema:
@@ -213,9 +228,9 @@ def validate(config: dict, schema: dict | None = None) -> dict:
         raise ConfigError(f"<config>: expected a mapping, got {type(config).__name__}")
     config = copy.deepcopy(config)
     validator = jsonschema.Draft202012Validator(schema)
-    error = _pick_error(list(validator.iter_errors(config)))
-    if error is not None:
-        raise ConfigError(f"{_key(error.absolute_path)}: {error.message}")
+    message = _schema_errors(list(validator.iter_errors(config)))
+    if message is not None:
+        raise ConfigError(message)
     _fill_defaults(config, schema, schema)
     # Defaults can only add valid values, but check again so a broken default in the schema shows up here.
     error = _pick_error(list(validator.iter_errors(config)))
