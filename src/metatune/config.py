@@ -73,18 +73,22 @@ def _pick_error(errors: list[jsonschema.ValidationError]) -> jsonschema.Validati
     return error
 
 
-def _schema_errors(errors: list[jsonschema.ValidationError]) -> str | None:
+def _holds(error: jsonschema.ValidationError, sub: jsonschema.ValidationError) -> bool:
+    """Whether `sub` is `error` or one of the errors inside it (a oneOf's branches)."""
+    return error is sub or any(_holds(e, sub) for e in error.context)
+
+
+def _schema_errors(errors: list[jsonschema.ValidationError], shown: int = 5) -> str | None:
     """All schema errors as one message, led by a wrong value inside the config (the concrete mistake) before a
     missing or unknown top-level key."""
     if not errors:
         return None
-    def holds(error: jsonschema.ValidationError, sub: jsonschema.ValidationError) -> bool:
-        return error is sub or any(holds(e, sub) for e in error.context)
-
     lead = _pick_error([e for e in errors if e.absolute_path] or errors)
     messages = [f"{_key(e.absolute_path)}: {e.message}"
-                for e in [lead, *(_pick_error([e]) for e in errors if not holds(e, lead))]]
+                for e in [lead, *(_pick_error([e]) for e in errors if not _holds(e, lead))]]
     first, *others = dict.fromkeys(messages)
+    if len(others) > shown:
+        others = [*others[:shown], f"{len(others) - shown} more"]
     return f"{first} (also {'; '.join(others)})" if others else first
 
 
@@ -132,15 +136,16 @@ def _fill_defaults(instance: Any, schema: dict, root: dict) -> None:
 
 
 def _ordered(instance: Any, schema: dict, root: dict) -> Any:
-    """`instance` with every mapping's keys in the schema's order (free-form keys, such as the space's parameter
-    names, after them as written). A rule's params are compared as text to decide whether it reruns, so the
-    same config must give the same text however its file orders the keys."""
+    """`instance` with every mapping's keys in the schema's order, then free-form keys sorted (as written where
+    the schema says `x-keep-order`: the space's parameters). A rule's params are compared as text to decide
+    whether it reruns, so the same config must give the same text however its file orders the keys."""
     schema = _deref(schema, root)
     if isinstance(instance, dict):
         schemas = _object_schemas(instance, schema)
         # a oneOf branch lists its keys in reading order (kind, generator, options, then the common caps)
         known = [name for node in reversed(schemas) for name in node.get("properties", {}) if name in instance]
-        names = list(dict.fromkeys(known + list(instance)))
+        free = [name for name in instance if name not in known]
+        names = known + (free if schema.get("x-keep-order") else sorted(free, key=str))
         return {name: _ordered(instance[name], _property_schema(schemas, name) or {}, root) for name in names}
     if isinstance(instance, list):
         items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
@@ -184,7 +189,8 @@ def read_study(path: str | Path, schema: dict | None = None, _chain: tuple[Path,
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(raw).__name__}")
+        got = "an empty file" if raw is None else type(raw).__name__
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {got}")
     parent = raw.pop(EXTENDS_KEY, None)
     if parent is None:
         return raw
