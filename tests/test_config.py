@@ -402,3 +402,25 @@ def test_every_schema_error_is_named_once_in_one_message(tmp_path):
     (tmp_path / "empty.yaml").write_text("# nothing yet\n")
     with pytest.raises(config.ConfigError, match="empty.yaml: expected a mapping of config keys, got an empty file"):
         config.load(tmp_path / "empty.yaml")
+
+
+@pytest.mark.parametrize("entries", [
+    ["seed=4"], ["optimizer={method: random}"], ["training={mode: simulated, timeout_s: 5}", "seed=1"],
+    ["stage1={token_budget: 5}"], ["rerun={top_k: 1, seeds: 2}"], ["tokenizer={name: 'hf:org/model'}"],
+])
+def test_cluster_jobs_read_the_same_overrides(entries):
+    # Each Slurm job re-reads the Snakefile with the --config Snakemake writes for it from the parsed overrides;
+    # it must parse back to the same mapping, so the job resolves the config its controller resolved.
+    from snakemake.cli import parse_config
+    from snakemake.common import dict_to_key_value_args
+
+    parsed = parse_config(entries)
+    assert parse_config(dict_to_key_value_args(parsed, repr_obj=True)) == parsed
+
+
+def test_a_profiles_configfile_is_the_study(tmp_path):
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    (profile / "config.v8+.yaml").write_text(f"configfile: [{TINY}]\n")
+    counts = job_counts(run_snakemake(tmp_path, "-n", "--profile", str(profile)).stdout)
+    assert (counts["trial_stage1"], counts["total"]) == (8, 61)  # tiny.yaml's own counts, nothing of the demo's
