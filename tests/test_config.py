@@ -330,19 +330,19 @@ def test_growing_a_finished_sweep_runs_only_the_new_trials(tmp_path):
     study = write(tmp_path / "study.yaml", cfg)
     run_snakemake(tmp_path, "--cores", "2", "--configfile", str(study))
     before, proposals = _trial_mtimes(tmp_path), _proposal_mtimes(tmp_path)
-    assert len(before) == 24
+    assert len(before) == 2 * (4 + 2 * 2 + 2 * 3)
 
-    # one more dataset: its own 12 trials and 2 proposals, nothing of the others'
+    # one more dataset: its own 14 trials and 2 proposals, nothing of the others'
     cfg["datasets"].append({"name": "markov2", "source": {"kind": "builtin", "generator": "markov",
                                                           "options": {"n_docs": 80, "temperature": 2.0}}})
     write(study, cfg)
     counts = job_counts(run_snakemake(tmp_path, "-n", "--configfile", str(study)).stdout)
-    assert (counts["trial_stage1"], counts["trial_stage2"], counts["trial_rerun"], counts["propose"]) == (4, 4, 4, 2)
+    assert (counts["trial_stage1"], counts["trial_stage2"], counts["trial_rerun"], counts["propose"]) == (4, 4, 6, 2)
     assert counts["prefetch_dataset"] == counts["normalize"] == counts["select"] == 1
     run_snakemake(tmp_path, "--cores", "2", "--configfile", str(study))
     after = _trial_mtimes(tmp_path)
     assert {k: v for k, v in after.items() if k in before} == before
-    assert {k.split("/")[3] for k in set(after) - set(before)} == {"markov2"} and len(after) == 36
+    assert {k.split("/")[3] for k in set(after) - set(before)} == {"markov2"} and len(after) == 3 * 14
     assert {k: v for k, v in _proposal_mtimes(tmp_path).items() if k in proposals} == proposals
 
     # one more grid value: its stage-1 trials; the proposals made stay, no stage-2 trial reruns
@@ -423,4 +423,4 @@ def test_a_profiles_configfile_is_the_study(tmp_path):
     profile.mkdir()
     (profile / "config.v8+.yaml").write_text(f"configfile: [{TINY}]\n")
     counts = job_counts(run_snakemake(tmp_path, "-n", "--profile", str(profile)).stdout)
-    assert (counts["trial_stage1"], counts["total"]) == (8, 61)  # tiny.yaml's own counts, nothing of the demo's
+    assert (counts["trial_stage1"], counts["total"]) == (8, 65)  # tiny.yaml's own counts, nothing of the demo's

@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "check-config": "metatune.config_cli",
     "mbpp-score": "metatune.mbpp.cli",
     "recommend": "metatune.recommend",
+    "verdicts": "metatune.verdict_cli",
 }
 
 
