@@ -158,14 +158,15 @@ def fit(spec: TrialSpec, cfg: SFTSettings, micro_batch: int) -> TrialOutcome:
     model, tokenizer = build_model(cfg.base_model, spec.hp, cfg, quantize)
     guard = StopOnDivergence(cfg.diverge_factor)
     trainer = make_trainer(model, tokenizer, spec, cfg, micro_batch, callbacks=[guard])
-    trainer.evaluate()  # step 0 of the curve
+    start_eval = {**trainer.evaluate(), "step": 0}  # step 0 of the curve: train() starts a new log, so kept here
     train_start = time.monotonic()
     trainer.train()
     train_s = time.monotonic() - train_start
     status, error = ("diverged", guard.reason) if guard.reason else ("ok", None)
-    if status == "ok" and trainer.state.log_history[-1].get("eval_loss") is None:
+    last_evaluated = any("eval_loss" in e and e["step"] == trainer.state.global_step for e in trainer.state.log_history)
+    if status == "ok" and not last_evaluated:
         trainer.evaluate()  # the last step was not an evaluation step
-    curve = curve_rows(trainer.state.log_history, spec.hp["batch_size"] * spec.seq_len)
+    curve = curve_rows([start_eval, *trainer.state.log_history], spec.hp["batch_size"] * spec.seq_len)
     if status == "ok" and not math.isfinite(curve[-1]["val_loss"]):
         status, error = "diverged", f"val loss {curve[-1]['val_loss']} at step {curve[-1]['step']}"
     if spec.save_adapter and status == "ok":
