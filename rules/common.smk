@@ -122,6 +122,16 @@ def collected(stage, datasets=None, rounds=STAGE2_ROUNDS):
 
 
 ALL_COLLECTED = collected("stage1") + collected("stage2") + collected("rerun")
+# The Optuna journal that rule optuna_live appends each collection to as it lands.
+LIVE_JOURNAL = "results/optuna/live.log"
+
+
+def landed(collections):
+    """The receipts of rule optuna_live for these collections."""
+    names = (
+        c.removeprefix("results/collected/").removesuffix(".jsonl") for c in collections
+    )
+    return [f"results/optuna/landed/{name}.json" for name in names]
 
 
 # What every trial reads, as wildcard patterns: the metafeatures; the bins (and their meta.json) or the JSONL

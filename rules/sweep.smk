@@ -156,7 +156,7 @@ rule trial_stage2:
         "python -m metatune.trial --stage-settings {params.settings:q} --dataset {wildcards.dataset}"
         " --run-id r{wildcards.round}-{wildcards.index} --metafeatures {input.metafeatures}"
         " --metrics {output.metrics} --hp-file {input.proposals} --hp-index {wildcards.index}"
-        " > {log} 2>&1"
+        " --round {wildcards.round} > {log} 2>&1"
 
 
 rule select:
@@ -202,7 +202,11 @@ rule summarize_reruns:
         selections=expand("results/rerun/{dataset}/selection.json", dataset=DATASETS),
         collected=collected("rerun"),
     output:
-        "results/tables/best.csv",
+        report(
+            "results/tables/best.csv",
+            caption="../workflow/report/best_table.rst",
+            category="Tables",
+        ),
     log:
         "logs/summarize_reruns.log",
     conda:
@@ -228,7 +232,11 @@ rule export:
             "results/data/{dataset}/metafeatures.json", dataset=DATASETS
         ),
     output:
-        "results/tables/runs.csv",
+        report(
+            "results/tables/runs.csv",
+            caption="../workflow/report/runs_table.rst",
+            category="Tables",
+        ),
     log:
         "logs/export.log",
     conda:
