@@ -3,6 +3,7 @@ import json
 import os
 
 from metatune import config as metatune_config
+from metatune import fidelity as metatune_fidelity
 from metatune import space as metatune_space
 
 try:
@@ -18,6 +19,15 @@ STAGE1 = metatune_space.stage1_configs(
     config["stage1"]["design"],
     config["stage1"]["size"],
     config["seed"],
+)
+# Successive-halving rungs of stage 1 (rules/sweep.smk): none when the config has no fidelity section.
+FIDELITY = metatune_fidelity.FidelitySettings.from_config(config["fidelity"])
+RUNGS = (
+    metatune_fidelity.rung_schedule(
+        len(STAGE1), config["stage1"]["token_budget"], FIDELITY
+    )
+    if FIDELITY
+    else []
 )
 STAGE2_ROUNDS = range(1, config["stage2"]["rounds"] + 1)
 STAGE2_IDS = [
@@ -57,7 +67,16 @@ wildcard_constraints:
     round=r"\d+",
 
 
+def rung_ids(rung):
+    """Rung 0 trains every stage-1 configuration (trial ids as without rungs); rung k > 0 has slots."""
+    if rung == 0:
+        return list(STAGE1)
+    return [f"rung{rung}-{j}" for j in range(RUNGS[rung].n_trials)]
+
+
 def trial_ids(stage):
+    if stage == "stage1" and RUNGS:
+        return [t for rung in RUNGS for t in rung_ids(rung.index)]
     return {"stage1": list(STAGE1), "stage2": STAGE2_IDS, "rerun": RERUN_IDS}[stage]
 
 
@@ -77,6 +96,12 @@ def collected(stage, datasets=None, rounds=STAGE2_ROUNDS):
             f"results/collected/stage2/{d}/round{r}.jsonl"
             for d in (datasets or DATASETS)
             for r in rounds
+        ]
+    if stage == "stage1" and RUNGS:
+        return [
+            f"results/collected/stage1/{d}/rung{rung.index}.jsonl"
+            for d in (datasets or DATASETS)
+            for rung in RUNGS
         ]
     return [f"results/collected/{stage}/{d}.jsonl" for d in (datasets or DATASETS)]
 
@@ -135,6 +160,11 @@ def stage_settings_json(stage):
             # the trial's data, as templates over the dataset (the bins when the trainer reads none)
             "train_path": TRIAL_DATA.get("train", "results/bins/{dataset}/train.bin"),
             "val_path": TRIAL_DATA.get("val", "results/bins/{dataset}/val.bin"),
+            **(
+                {"rung_tokens": [rung.tokens for rung in RUNGS]}
+                if stage == "stage1" and RUNGS
+                else {}
+            ),
         },
         sort_keys=True,
     )
@@ -158,3 +188,33 @@ def stage1_hp(wildcards):
 def earlier_rounds(wildcards):
     """The collections of this dataset's stage-2 rounds before this one."""
     return collected("stage2", [wildcards.dataset], range(1, int(wildcards.round)))
+
+
+def checkpoint_file(path):
+    """A rung's checkpoint: removed once the jobs that read it are done, unless fidelity.keep_checkpoints."""
+    return path if FIDELITY and FIDELITY.keep_checkpoints else temp(path)
+
+
+def rung_checkpoints(wildcards):
+    """The checkpoints of the rung before this one, for rule promote to link the promoted ones from."""
+    rung = int(wildcards.rung) - 1
+    return [
+        f"results/trials/stage1/{wildcards.dataset}/{t}/checkpoint.ckpt"
+        for t in rung_ids(rung)
+    ]
+
+
+def rung_metrics(wildcards):
+    return [
+        f"results/trials/stage1/{wildcards.dataset}/{t}/metrics.json"
+        for t in rung_ids(int(wildcards.rung))
+    ]
+
+
+# rung 0's trials are rule trial_stage1's; with rungs on, they stop at the first rung and leave a checkpoint
+STAGE1_OUTPUT = {"metrics": "results/trials/stage1/{dataset}/{trial}/metrics.json"}
+if RUNGS:
+    STAGE1_OUTPUT["checkpoint"] = checkpoint_file(
+        "results/trials/stage1/{dataset}/{trial}/checkpoint.ckpt"
+    )
+STAGE1_RUNG_ARGS = " --rung 0 --checkpoint-out {output.checkpoint}" if RUNGS else ""

@@ -173,6 +173,7 @@ def check_semantics(config: dict) -> None:
             raise ConfigError(f"rerun.top_k: {config['rerun']['top_k']} is more than the {n_stage1} stage-1 trials")
 
     training = config["training"]
+    check_fidelity(config)
     if training["mode"] == "nanogpt_lora" and training["nanogpt"]["base_model"] == "pretrain":
         pre = training["pretrain"]
         if pre["n_embd"] % pre["n_head"]:
@@ -199,6 +200,30 @@ def check_semantics(config: dict) -> None:
                 f"training.external_command: unknown template variable(s) {sorted(unknown)}; "
                 f"allowed: {sorted(EXTERNAL_TEMPLATE_VARS)}"
             )
+
+
+# Trainers that can stop at a rung and resume from their checkpoint (metatune.fidelity).
+RESUMABLE_TRAINERS = ("simulated", "nanogpt_lora")
+
+
+def check_fidelity(config: dict) -> None:
+    from metatune.fidelity import FidelitySettings, rung_schedule
+
+    if config["fidelity"] is None:
+        return
+    try:
+        settings = FidelitySettings.from_config(config["fidelity"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    s1 = config["stage1"]
+    n_stage1 = s1["size"] if s1["design"] != "factorial" else math.prod(len(p["grid"]) for p in config["space"].values())
+    n_full = rung_schedule(n_stage1, s1["token_budget"], settings)[-1].n_trials
+    if config["stage2"]["rounds"] == 0 and config["rerun"]["top_k"] > n_full:
+        raise ConfigError(f"rerun.top_k: {config['rerun']['top_k']} is more than the {n_full} stage-1 trials that "
+                          f"reach the full budget with fidelity.eta {settings.eta}")
+    if config["training"]["mode"] not in RESUMABLE_TRAINERS:
+        raise ConfigError(f"fidelity: training.mode {config['training']['mode']!r} cannot resume a trial from a rung's "
+                          f"checkpoint (rungs work with {' and '.join(RESUMABLE_TRAINERS)})")
 
 
 ADAPTER_TRAINERS = {"nanogpt_lora": "nanogpt", "hf_sft": "sft"}

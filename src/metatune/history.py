@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from metatune.contract import MetricsError, validate_metrics
+from metatune.fidelity import furthest_rungs
 from metatune.io import DataError, atomic_write_jsonl, atomic_write_text, iter_jsonl, read_json
 
 
@@ -57,9 +58,10 @@ def collected_metrics(paths: Iterable[str | Path]) -> list[dict]:
 
 
 def history_rows(metrics: list[dict], space: dict) -> list[dict]:
-    """Optimizer rows: dataset, one column per hyperparameter, objective (val_loss, None unless ok), status."""
+    """Optimizer rows: dataset, one column per hyperparameter, objective (val_loss, None unless ok), status.
+    With rungs, one row per configuration: its furthest rung (fidelity.furthest_rungs)."""
     rows = []
-    for m in metrics:
+    for m in furthest_rungs(metrics):
         row = {"dataset": m["dataset"], "run_id": m["run_id"], "stage": m["stage"], "status": m["status"],
                "objective": m["val_loss"] if m["status"] == "ok" else None}
         row.update({k: m["hp"].get(k) for k in space})

@@ -21,7 +21,9 @@ from pathlib import Path
 
 from metatune import __version__
 from metatune.contract import TrialOutcome, TrialSpec, validate_metrics
-from metatune.io import atomic_write_json, atomic_write_text, read_json
+from metatune import fidelity
+from metatune.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from metatune.space import stage1_trial_id
 
 TRAINERS = {
     "simulated": "metatune.trainers.simulated",
@@ -31,9 +33,10 @@ TRAINERS = {
 }
 
 
-def resolve_hp(hp_json: str | None, hp_file: str | None, hp_index: int | None) -> dict:
-    """Stage-1 trials are given their hyperparameters; stage-2 and rerun trials read theirs from the proposals
-    or selection file, which does not exist yet when Snakemake builds the DAG."""
+def resolve_hp(hp_json: str | None, hp_file: str | None, hp_index: int | None) -> dict | None:
+    """Stage-1 trials are given their hyperparameters; stage-2, rerun and later-rung trials read theirs from the
+    proposals, selection or promotions file, which does not exist yet when Snakemake builds the DAG. None: a
+    vacant rung slot (fewer ok trials than the rung promotes)."""
     if hp_file is None:
         return json.loads(hp_json)
     configs = read_json(hp_file)["configs"]
@@ -54,12 +57,21 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
     stage = json.loads(args.stage_settings)
     paths = {k: stage[k].format(dataset=args.dataset) for k in ("train_path", "val_path")}
     seed = stage["base_seed"] if args.seed_index is None else rerun_seed(stage["base_seed"], args.seed_index)
+    rung_tokens = tuple(stage.get("rung_tokens", ()))
+    rungs = {}
+    if args.rung is not None:
+        if not 0 <= args.rung < len(rung_tokens):
+            raise ValueError(f"--rung {args.rung}: the stage has {len(rung_tokens)} rungs")
+        rungs = {"rung": args.rung, "rung_tokens": rung_tokens, "stop_at_tokens": rung_tokens[args.rung],
+                 "checkpoint_path": args.checkpoint_out,
+                 "resume_from": None if args.resume_dir is None else
+                 str(fidelity.slot_checkpoint(args.resume_dir, args.hp_index))}
     return TrialSpec(
         run_id=args.run_id, stage=stage["stage"], dataset=args.dataset, seed=seed,
         hp=resolve_hp(args.hp, args.hp_file, args.hp_index if args.hp_rank is None else args.hp_rank - 1),
         token_budget=stage["token_budget"], **paths,
         seq_len=stage["seq_len"], metafeatures_path=args.metafeatures, out_dir=str(Path(args.metrics).parent),
-        trainer=stage["trainer"], settings=stage["training"], save_adapter=stage["save_adapter"],
+        trainer=stage["trainer"], settings=stage["training"], save_adapter=stage["save_adapter"], **rungs,
     )
 
 
@@ -77,13 +89,18 @@ def metrics_record(spec: TrialSpec, outcome: TrialOutcome) -> dict:
         return x if x is None or math.isfinite(x) else None
 
     return {
-        "run_id": spec.run_id, "stage": spec.stage, "dataset": spec.dataset, "seed": spec.seed, "hp": spec.hp,
+        "run_id": spec.run_id, "stage": spec.stage, "dataset": spec.dataset, "seed": spec.seed, "hp": spec.hp or {},
         "token_budget": spec.token_budget, "seq_len": spec.seq_len, "trainer": spec.trainer,
         "status": outcome.status, "val_loss": finite(outcome.val_loss), "best_val_loss": finite(outcome.best_val_loss),
         "train_loss": finite(outcome.train_loss), "tokens_seen": outcome.tokens_seen, "wall_s": outcome.wall_s,
         "gpu_hours": outcome.gpu_hours, "peak_mem_mb": outcome.peak_mem_mb,
         "tokens_per_s": finite(outcome.tokens_per_s), "device": outcome.device,
         "error": outcome.error, "versions": {"metatune": __version__, **outcome.versions},
+        # cost: tokens_trained is everything this configuration has trained, earlier rungs included; of those,
+        # tokens_resumed came with the checkpoint it continued from (so this trial cost the difference)
+        "rung": spec.rung, "tokens_trained": outcome.tokens_seen, "tokens_resumed": outcome.tokens_resumed,
+        "partial": spec.rung is not None and spec.rung < len(spec.rung_tokens) - 1,
+        "config_id": stage1_trial_id(spec.hp) if spec.hp else None,
     }
 
 
@@ -94,6 +111,8 @@ def run(spec: TrialSpec) -> dict:
     atomic_write_json(out / "spec.json", asdict(spec))
     start = time.monotonic()
     try:
+        if spec.hp is None:
+            raise ValueError("vacant rung slot: the previous rung had fewer ok trials than this rung promotes")
         outcome = import_module(TRAINERS[spec.trainer]).train(spec)
     except Exception as e:  # a broken trial is data: record why and let the sweep go on
         traceback.print_exc()
@@ -101,6 +120,9 @@ def run(spec: TrialSpec) -> dict:
                                error=f"{type(e).__name__}: {e}"[:2000])
     metrics = validate_metrics(metrics_record(spec, outcome))
     atomic_write_text(out / "curve.csv", curve_csv(outcome.curve))
+    if spec.checkpoint_path and not Path(spec.checkpoint_path).exists():
+        # A declared output even when the trial did not end ok; empty, and never promoted (fidelity.promote).
+        atomic_write_bytes(spec.checkpoint_path, b"")
     atomic_write_json(out / "metrics.json", metrics)  # last: its existence means the trial is done
     return metrics
 
@@ -117,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hp-index", type=int, help="index into that file's configs")
     parser.add_argument("--hp-rank", type=int, help="or: rank into selection.json's configs (1 is the best)")
     parser.add_argument("--seed-index", type=int, help="rerun trials: which of the new seeds")
+    parser.add_argument("--rung", type=int, help="stage-1 rungs: which rung this trial ends at")
+    parser.add_argument("--checkpoint-out", help="where the rung's checkpoint goes (every rung but the last)")
+    parser.add_argument("--resume-dir", help="later rungs: the promoted checkpoints (slot = --hp-index)")
     metrics = run(spec_from_args(parser.parse_args(argv)))
     print(f"{metrics['run_id']}: {metrics['status']} val_loss={metrics['val_loss']}", file=sys.stderr)
     return 0

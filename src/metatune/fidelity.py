@@ -1,0 +1,328 @@
+"""Successive-halving rungs for stage 1: the rung schedule, and which configurations each rung promotes.
+
+Every stage-1 configuration trains to the first rung's share of the token budget; the best ceil(n / eta) of each
+rung continue from their checkpoints to the next rung, up to the full budget (Jamieson & Talwalkar 2016; Li et
+al. 2018, Hyperband). The counts are fixed by the schedule, so the DAG is static: rung k has `n_trials` slots
+whatever the losses turn out to be.
+
+"Best" is decided by one of two promotion rules (docs/fidelity.md):
+- `loss`: the validation loss at the rung, as plain successive halving, Optuna's SuccessiveHalvingPruner and ASHA;
+- `learned`: each configuration's full-budget loss predicted from its partial curve by matching it against
+  full curves of other datasets (and of this dataset's finished trials), so that slow starters whose curves
+  would cross the fast ones are kept.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from metatune.io import iter_jsonl
+
+if TYPE_CHECKING:
+    import numpy as np
+
+PROMOTIONS = ("auto", "learned", "loss")
+
+
+@dataclass(frozen=True)
+class FidelitySettings:
+    """The config's `fidelity` section (config/schemas/config.schema.yaml documents each key)."""
+
+    eta: int = 3
+    min_fraction: float = 0.111
+    promotion: str = "auto"  # auto: learned where there are prior curves, else loss
+    keep_checkpoints: bool = False
+    prior_curves: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, section: dict | None) -> FidelitySettings | None:
+        """None when the section is absent or null: no rungs, every trial trains its whole budget."""
+        if section is None:
+            return None
+        s = cls(**{**section, "prior_curves": tuple(section.get("prior_curves", ()))})
+        if s.eta < 2:
+            raise ValueError(f"fidelity.eta: {s.eta} must be at least 2")
+        if not 0 < s.min_fraction <= 1:
+            raise ValueError(f"fidelity.min_fraction: {s.min_fraction} must lie in (0, 1]")
+        if s.promotion not in PROMOTIONS:
+            raise ValueError(f"fidelity.promotion: {s.promotion!r} is not one of {PROMOTIONS}")
+        return s
+
+    def method(self) -> str:
+        """The promotion rule in force: `auto` learns once there are curves to learn from."""
+        if self.promotion == "auto":
+            return "learned" if self.prior_curves else "loss"
+        return self.promotion
+
+
+@dataclass(frozen=True)
+class Rung:
+    index: int
+    fraction: float  # of the token budget
+    tokens: int  # what a trial has trained in total when it ends this rung
+    n_trials: int
+
+
+def n_rungs(settings: FidelitySettings) -> int:
+    """Rungs at budget fractions eta^-(R-1), ..., eta^-1, 1, the first as close to min_fraction as that allows."""
+    return 1 + max(0, round(math.log(1 / settings.min_fraction) / math.log(settings.eta)))
+
+
+def rung_schedule(n_configs: int, token_budget: int, settings: FidelitySettings) -> list[Rung]:
+    if n_configs < 1:
+        raise ValueError(f"rung_schedule: {n_configs} configurations")
+    last = n_rungs(settings) - 1
+    rungs, n = [], n_configs
+    for k in range(last + 1):
+        fraction = float(settings.eta) ** (k - last)
+        tokens = token_budget if k == last else max(1, round(token_budget * fraction))
+        rungs.append(Rung(k, fraction, tokens, n))
+        n = math.ceil(n / settings.eta)
+    return rungs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Curves: (fraction of the budget, validation loss) points, the loss finite.
+
+
+@dataclass(frozen=True)
+class Curve:
+    dataset: str
+    hp: dict
+    fractions: np.ndarray  # increasing, in (0, 1]
+    losses: np.ndarray
+
+    @classmethod
+    def from_rows(cls, dataset: str, hp: dict, rows: list[dict], token_budget: int) -> Curve:
+        """From curve.csv rows (tokens, val_loss): the points after step 0 with a finite loss."""
+        import numpy as np
+
+        points = sorted((float(r["tokens"]) / token_budget, float(r["val_loss"])) for r in rows
+                        if r.get("val_loss") not in (None, "") and float(r["tokens"]) > 0
+                        and math.isfinite(float(r["val_loss"])))
+        f = np.array([p[0] for p in points], dtype=float)
+        return cls(dataset, hp, f, np.array([p[1] for p in points], dtype=float))
+
+    def reaches_budget(self) -> bool:
+        return len(self.fractions) > 0 and self.fractions[-1] >= 0.98
+
+
+def read_curves(paths) -> list[Curve]:
+    """Full-budget curves from curves JSONL files: {dataset, hp, token_budget, curve: [{tokens, val_loss}]} per
+    line (what rule fidelity_curves writes, and benchmarks/data/nanogpt_curves.jsonl)."""
+    out = []
+    for path in paths:
+        for record in iter_jsonl(path):
+            curve = Curve.from_rows(record["dataset"], record["hp"], record["curve"], record["token_budget"])
+            if curve.reaches_budget():
+                out.append(curve)
+    return out
+
+
+def curve_record(m: dict, rows: list[dict]) -> dict:
+    """One line of a curves JSONL: a trial's curve with what it was a curve of."""
+    return {"dataset": m["dataset"], "hp": m["hp"], "token_budget": m["token_budget"],
+            "curve": [{"tokens": r["tokens"], "val_loss": r["val_loss"]} for r in rows]}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The learned prediction (docs/fidelity.md): each reference curve, shifted in log loss to fit the partial curve,
+# predicts the final loss; the predictions are averaged with weights for how well the shape fits and how close
+# the reference's hyperparameters are (the learning rate decides the shape: fast-then-flat or slow-but-better).
+
+FIT_SCALE = 0.01  # log-loss residual at which a reference's weight falls to exp(-1/2)
+HP_SCALE = 0.15  # distance in the unit cube (per dimension, root mean square) likewise
+SAME_DATASET_WEIGHT = 4.0  # this dataset's own finished trials count as several of another dataset's
+
+
+def hp_distance(a: dict, b: dict) -> float:
+    """Root-mean-square difference over the shared hyperparameters: log scale for positive numbers, 0/1 for
+    categories. Curves of other datasets may come from another search space: only shared keys count."""
+    keys = sorted(set(a) & set(b))
+    if not keys:
+        return 1.0
+    total = 0.0
+    for k in keys:
+        x, y = a[k], b[k]
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool):
+            # log10 for positive values (a decade = 1), plain difference for fractions such as dropout
+            d = math.log10(x / y) if x > 0 and y > 0 else (x - y) * 10
+            total += min(1.0, abs(d) / 2) ** 2
+        else:
+            total += float(x != y)
+    return math.sqrt(total / len(keys))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    value: float  # the predicted validation loss at the full budget
+    n_references: int
+    effective_references: float  # (sum w)^2 / sum w^2: how many references the prediction leans on
+
+
+def predict_final(partial: Curve, references: list[Curve]) -> Prediction | None:
+    """Predict the loss at the full budget from a partial curve; None without a usable reference."""
+    import numpy as np
+
+    if len(partial.fractions) == 0:
+        return None
+    f, y = partial.fractions, np.log(partial.losses)
+    # Later points say more about where the curve is going: weight the fit towards the rung.
+    point_w = f / f.sum()
+    preds, weights = [], []
+    for ref in references:
+        if not ref.reaches_budget() or ref.fractions[0] > f[-1]:
+            continue
+        r = np.log(np.interp(f, ref.fractions, ref.losses))
+        shift = float(np.sum(point_w * (y - r)))
+        residual = math.sqrt(float(np.sum(point_w * (y - r - shift) ** 2)))
+        w = math.exp(-0.5 * (residual / FIT_SCALE) ** 2 - 0.5 * (hp_distance(partial.hp, ref.hp) / HP_SCALE) ** 2)
+        if ref.dataset == partial.dataset:
+            w *= SAME_DATASET_WEIGHT
+        preds.append(shift + math.log(ref.losses[-1]))
+        weights.append(w)
+    total = sum(weights)
+    if not preds or total <= 1e-300:
+        return None
+    w = np.array(weights) / total
+    return Prediction(float(math.exp(np.dot(w, preds))), len(preds), float(1 / np.sum(w ** 2)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Promotion: the ranking of one rung and the configurations that continue.
+
+
+@dataclass(frozen=True)
+class RungTrial:
+    run_id: str
+    config_id: str
+    status: str
+    hp: dict
+    loss: float | None  # validation loss at the rung (None unless ok)
+    curve: Curve
+    checkpoint: str  # the checkpoint file the trial wrote at this rung
+
+
+def promote(trials: list[RungTrial], n_promote: int, method: str, references: list[Curve]) -> dict:
+    """Rank the rung's trials and promote the best `n_promote`; the record says why each was or was not.
+
+    Trials that did not end ok are never promoted: their slots stay vacant (the DAG's count is fixed)."""
+    if method not in ("learned", "loss"):
+        raise ValueError(f"promote: method {method!r}")
+    rows = []
+    for t in trials:
+        row = {"run_id": t.run_id, "config_id": t.config_id, "status": t.status, "hp": t.hp,
+               "loss_at_rung": t.loss, "predicted_final": None, "score": None}
+        if t.status == "ok":
+            row["score"] = t.loss
+            if method == "learned":
+                # The same configuration's own earlier runs (other seeds, other stages) are not a prior for it.
+                others = [r for r in references if not (r.dataset == t.curve.dataset and r.hp == t.hp)]
+                pred = predict_final(t.curve, others)
+                if pred is not None:
+                    row["predicted_final"] = pred.value
+                    row["effective_references"] = round(pred.effective_references, 2)
+                    row["score"] = pred.value
+        rows.append(row)
+    ranked = sorted(rows, key=lambda r: (r["score"] is None, r["score"] if r["score"] is not None else 0.0,
+                                         r["run_id"]))
+    promoted = []
+    for rank, row in enumerate(ranked, start=1):
+        row["rank"] = rank
+        what = "predicted full-budget loss" if row["predicted_final"] is not None else "loss at the rung"
+        if row["score"] is None:
+            row["promoted"], row["reason"] = False, f"not promoted: the trial ended {row['status']}"
+        elif len(promoted) < n_promote:
+            row["promoted"], row["reason"] = True, f"promoted: {what} {row['score']:.6g} ranks {rank} of {len(rows)}"
+            promoted.append(row)
+        else:
+            cut = promoted[-1]["score"]
+            row["promoted"], row["reason"] = False, (f"not promoted: {what} {row['score']:.6g} is worse than the "
+                                                     f"last promoted ({cut:.6g}); {n_promote} slots")
+    by_run = {t.run_id: t for t in trials}
+    slots = []
+    for j in range(n_promote):
+        if j < len(promoted):
+            row = promoted[j]
+            slots.append({"slot": j, "hp": row["hp"], "config_id": row["config_id"], "from_run_id": row["run_id"],
+                          "checkpoint": by_run[row["run_id"]].checkpoint})
+        else:
+            slots.append({"slot": j, "hp": None, "vacant": f"only {len(promoted)} ok trials to promote into "
+                                                           f"{n_promote} slots"})
+    return {"method": method, "n_trials": len(trials), "n_promoted": len(promoted), "ranking": ranked, "configs": slots}
+
+
+def slot_checkpoint(resume_dir: str | Path, slot: int) -> Path:
+    """Where rule promote puts the checkpoint that slot `slot` of the next rung resumes."""
+    return Path(resume_dir) / f"slot{slot}.ckpt"
+
+
+def link_checkpoint(source: str | Path, target: str | Path) -> None:
+    """The promoted trial's checkpoint under the slot's name: a hard link (no copy, and the source may then be
+    deleted as a temp file), or a copy across file systems."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def read_curve_csv(path: str | Path) -> list[dict]:
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def promote_rung(collected: list, checkpoints: list[str], rung: Rung, next_rung: Rung, method: str,
+                 references: list[Curve]) -> dict:
+    """The promotions record of one dataset's rung: `collected` are the rung's trials (history.CollectedTrial),
+    `checkpoints` the files they wrote (matched by folder)."""
+    by_folder = {str(Path(c).parent): c for c in checkpoints}
+    trials = []
+    for trial in collected:
+        m, folder = trial.metrics, str(Path(trial.path).parent)
+        if folder not in by_folder:
+            raise ValueError(f"{trial.path}: no checkpoint among the rung's checkpoints")
+        rows = read_curve_csv(Path(folder) / "curve.csv")
+        trials.append(RungTrial(m["run_id"], m["config_id"], m["status"], m["hp"],
+                                m["val_loss"] if m["status"] == "ok" else None,
+                                Curve.from_rows(m["dataset"], m["hp"], rows, m["token_budget"]), by_folder[folder]))
+    record = promote(trials, next_rung.n_trials, method, references)
+    return {"rung": next_rung.index, "from_rung": rung.index, "tokens_at_rung": rung.tokens,
+            "tokens_next_rung": next_rung.tokens, "n_references": len(references), **record}
+
+
+def _vacant(m: dict) -> bool:
+    return m.get("rung") is not None and not m["hp"]
+
+
+def full_budget(metrics: list[dict]) -> list[dict]:
+    """The trials that trained the whole budget: what the reruns choose from (a loss at a rung does not compare
+    with a full-budget one). Vacant slots are no configuration."""
+    return [m for m in metrics if not m.get("partial") and not _vacant(m)]
+
+
+def furthest_rungs(metrics: list[dict]) -> list[dict]:
+    """One trial per configuration for the optimizer's history: the furthest rung it reached (trials without
+    rungs pass as they are). A pruned configuration keeps the loss at its last rung, which overstates its
+    full-budget loss, as its pruning judged: the optimizer still learns where the bad regions are."""
+    furthest: dict[tuple, dict] = {}
+    out = []
+    for m in metrics:
+        if m.get("rung") is None:
+            out.append(m)
+        elif not _vacant(m):
+            key = (m["dataset"], m["stage"], m["config_id"])
+            if key not in furthest or m["rung"] > furthest[key]["rung"]:
+                furthest[key] = m
+    return out + list(furthest.values())
