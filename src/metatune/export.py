@@ -15,6 +15,9 @@ from metatune.contract import METRIC_FIELDS
 from metatune.io import atomic_write_text
 
 STAGE_ORDER = {"stage1": 0, "stage2": 1, "rerun": 2}
+# Successive halving (metatune.fidelity): the rung a trial ended at (empty without rungs) and the tokens its
+# configuration had trained by then, earlier rungs included.
+RUNG_FIELDS = ("rung", "tokens_trained")
 
 
 def _cell(v) -> str:
@@ -42,13 +45,14 @@ def write_csv(path: str | Path, columns: list[str], rows: list[dict]) -> None:
 def runs_table(metrics: list[dict], space: dict, metafeatures: dict[str, dict], dataset_order: list[str]) -> tuple[list[str], list[dict]]:
     mf_names = sorted({k for mf in metafeatures.values() for k in mf})
     columns = ["run_id", "stage", "dataset", "seed", "status", *(f"hp_{k}" for k in space), *METRIC_FIELDS,
-               "token_budget", "seq_len", "device", "trainer", "error", *(f"mf_{k}" for k in mf_names)]
+               "token_budget", "seq_len", *RUNG_FIELDS, "device", "trainer", "error", *(f"mf_{k}" for k in mf_names)]
     position = {name: i for i, name in enumerate(dataset_order)}
     ordered = sorted(metrics, key=lambda m: (STAGE_ORDER[m["stage"]], position[m["dataset"]], natural_key(m["run_id"])))
     rows = []
     for m in ordered:
         row = {k: m.get(k) for k in ("run_id", "stage", "dataset", "seed", "status", *METRIC_FIELDS,
-                                     "token_budget", "seq_len", "device", "trainer", "error")}
+                                     "token_budget", "seq_len", *RUNG_FIELDS, "device", "trainer", "error")}
+        row["tokens_trained"] = m.get("tokens_trained", m["tokens_seen"])  # older metrics.json: no rungs
         row.update({f"hp_{k}": m["hp"].get(k) for k in space})
         row.update({f"mf_{k}": v for k, v in metafeatures[m["dataset"]].items()})
         rows.append(row)

@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from metatune.io import atomic_write_bytes  # noqa: E402
-from metatune.report.data import SEARCH_STAGES, ok_loss, pareto_front  # noqa: E402
+from metatune.report.data import SEARCH_STAGES, ok_loss, pareto_front, sweep_spend  # noqa: E402
 
 STAGE_COLORS = {"stage1": "tab:blue", "stage2": "tab:orange", "rerun": "tab:green"}
 FAILED = {"marker": "x", "color": "tab:red", "s": 30, "label": "diverged / failed"}
@@ -224,12 +224,20 @@ def transfer_metafeatures(table: pd.DataFrame, metafeatures: list[str], targets:
 
 
 def cost_quality(runs: pd.DataFrame, out: str | Path) -> None:
-    """Validation loss against GPU hours and peak memory for every ok trial, each dataset's Pareto front drawn."""
+    """Validation loss against GPU hours and peak memory for every ok trial, each dataset's Pareto front drawn;
+    and the best full-budget loss of the sweep against the tokens it has trained (rungs stop trials early)."""
     ok = runs[runs["status"].eq("ok")]
     names = list(dict.fromkeys(runs["dataset"]))
     colors = dataset_colors(names)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
-    for ax, cost, label in zip(axes, ("gpu_hours", "peak_mem_mb"), ("GPU hours", "peak memory (MB)")):
+    fig, axes = plt.subplots(1, 3, figsize=(19, 5), layout="constrained")
+    spend = sweep_spend(runs)
+    for name in names:
+        d = spend[spend["dataset"].eq(name)]
+        axes[2].step(d["tokens"], d["best"], where="post", color=colors[name], label=name)
+    axes[2].set_xlabel("tokens trained by the sweep (stages 1 and 2)")
+    axes[2].set_ylabel("best full-budget validation loss so far")
+    axes[2].set_title("winner quality against cost")
+    for ax, cost, label in zip(axes[:2], ("gpu_hours", "peak_mem_mb"), ("GPU hours", "peak memory (MB)")):
         for name in names:
             d = ok[ok["dataset"].eq(name)]
             ax.scatter(d[cost], d["val_loss"], s=14, alpha=0.5, color=colors[name], label=name)

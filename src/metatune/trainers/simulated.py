@@ -104,7 +104,7 @@ def simulate(spec: TrialSpec, mf: dict, resumed: dict | None = None) -> TrialOut
     penalty, speed, diverged = final_gap(hp, mf, rslora)
     rng = _noise_rng(spec.dataset, hp, spec.seed)
     noise = 1 + sim.get("noise", 0.01) * rng.gauss(0, 1)
-    eval_noise = sim.get("eval_noise", 0.002)
+    eval_noise = sim.get("noise", 0.01) / 4  # each evaluation's own, smaller than the seed's
     floor = loss_floor(mf)
     start_gap = 1.5
     # Tokens at which the curve has come half way down, for a full-speed learning rate.
