@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from metatune.io import iter_jsonl
+from metatune.io import DataError, iter_jsonl
 
 if TYPE_CHECKING:
     import numpy as np
@@ -113,14 +113,16 @@ class Curve:
 
 
 def read_curves(paths) -> list[Curve]:
-    """Full-budget curves from curves JSONL files: {dataset, hp, token_budget, curve: [{tokens, val_loss}]} per
-    line (what rule fidelity_curves writes, and benchmarks/data/nanogpt_curves.jsonl)."""
+    """Curves from curves JSONL files: {dataset, hp, token_budget, curve: [{tokens, val_loss}]} per line (what
+    rule fidelity_curves writes, and benchmarks/data/nanogpt_curves.jsonl). A curve that stops short of the full
+    budget is a run that diverged or failed there: the learned promotion counts it as such."""
     out = []
     for path in paths:
-        for record in iter_jsonl(path):
-            curve = Curve.from_rows(record["dataset"], record["hp"], record["curve"], record["token_budget"])
-            if curve.reaches_budget():
-                out.append(curve)
+        for number, record in enumerate(iter_jsonl(path), start=1):
+            try:
+                out.append(Curve.from_rows(record["dataset"], record["hp"], record["curve"], record["token_budget"]))
+            except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+                raise DataError(f"{path}: line {number}: not a curve record ({type(e).__name__}: {e})") from None
     return out
 
 
@@ -136,37 +138,40 @@ def curve_record(m: dict, rows: list[dict]) -> dict:
 # the reference's hyperparameters are (the learning rate decides the shape: fast-then-flat or slow-but-better).
 
 FIT_SCALE = 0.01  # log-loss residual at which a reference's weight falls to exp(-1/2)
-HP_SCALE = 0.15  # distance in the unit cube (per dimension, root mean square) likewise
+HP_SCALE = 0.3  # hyperparameter distance (in decades of the learning rate, say) likewise
 SAME_DATASET_WEIGHT = 4.0  # this dataset's own finished trials count as several of another dataset's
 
 
 def hp_distance(a: dict, b: dict) -> float:
-    """Root-mean-square difference over the shared hyperparameters: log scale for positive numbers, 0/1 for
-    categories. Curves of other datasets may come from another search space: only shared keys count."""
+    """Euclidean distance over the shared hyperparameters: decades for positive numbers, tenths for a zero (a
+    dropout of 0 against 0.1 is 1), 1 for a different category. Summed, not averaged, so that a learning rate
+    three times larger is as far whatever the number of other parameters. Curves of other datasets may come
+    from another search space: only shared keys count, and none shared is far."""
     keys = sorted(set(a) & set(b))
     if not keys:
-        return 1.0
+        return math.inf
     total = 0.0
     for k in keys:
         x, y = a[k], b[k]
         if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool):
-            # log10 for positive values (a decade = 1), plain difference for fractions such as dropout
             d = math.log10(x / y) if x > 0 and y > 0 else (x - y) * 10
-            total += min(1.0, abs(d) / 2) ** 2
+            total += d * d
         else:
             total += float(x != y)
-    return math.sqrt(total / len(keys))
+    return math.sqrt(total)
 
 
 @dataclass(frozen=True)
 class Prediction:
-    value: float  # the predicted validation loss at the full budget
+    value: float | None  # the predicted validation loss at the full budget (None: no reference finished)
+    p_diverge: float  # the weighted share of matching references that never reached the full budget
     n_references: int
     effective_references: float  # (sum w)^2 / sum w^2: how many references the prediction leans on
 
 
 def predict_final(partial: Curve, references: list[Curve]) -> Prediction | None:
-    """Predict the loss at the full budget from a partial curve; None without a usable reference."""
+    """Predict the loss at the full budget from a partial curve; None without a usable reference. References
+    that stopped short of the full budget (diverged or failed) count towards the chance of diverging."""
     import numpy as np
 
     if len(partial.fractions) == 0:
@@ -174,23 +179,31 @@ def predict_final(partial: Curve, references: list[Curve]) -> Prediction | None:
     f, y = partial.fractions, np.log(partial.losses)
     # Later points say more about where the curve is going: weight the fit towards the rung.
     point_w = f / f.sum()
-    preds, weights = [], []
+    preds, weights, failed_weight = [], [], 0.0
     for ref in references:
-        if not ref.reaches_budget() or ref.fractions[0] > f[-1]:
+        seen = f <= ref.fractions[-1] if len(ref.fractions) else np.zeros(len(f), bool)
+        if not seen.any() or ref.fractions[0] > f[seen][-1]:
             continue
-        r = np.log(np.interp(f, ref.fractions, ref.losses))
-        shift = float(np.sum(point_w * (y - r)))
-        residual = math.sqrt(float(np.sum(point_w * (y - r - shift) ** 2)))
+        w_seen = point_w[seen] / point_w[seen].sum()
+        r = np.log(np.interp(f[seen], ref.fractions, ref.losses))
+        shift = float(np.sum(w_seen * (y[seen] - r)))
+        residual = math.sqrt(float(np.sum(w_seen * (y[seen] - r - shift) ** 2)))
         w = math.exp(-0.5 * (residual / FIT_SCALE) ** 2 - 0.5 * (hp_distance(partial.hp, ref.hp) / HP_SCALE) ** 2)
         if ref.dataset == partial.dataset:
             w *= SAME_DATASET_WEIGHT
-        preds.append(shift + math.log(ref.losses[-1]))
-        weights.append(w)
-    total = sum(weights)
-    if not preds or total <= 1e-300:
+        if ref.reaches_budget():
+            preds.append(shift + math.log(ref.losses[-1]))
+            weights.append(w)
+        else:
+            failed_weight += w
+    total = sum(weights) + failed_weight
+    if total <= 1e-300:
         return None
-    w = np.array(weights) / total
-    return Prediction(float(math.exp(np.dot(w, preds))), len(preds), float(1 / np.sum(w ** 2)))
+    if not weights or sum(weights) <= 1e-300:
+        return Prediction(None, 1.0, len(preds), 0.0)
+    w = np.array(weights) / sum(weights)
+    return Prediction(float(math.exp(np.dot(w, preds))), failed_weight / total, len(preds),
+                      float(1 / np.sum(w ** 2)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -226,15 +239,19 @@ def promote(trials: list[RungTrial], n_promote: int, method: str, references: li
                 pred = predict_final(t.curve, others)
                 if pred is not None:
                     row["predicted_final"] = pred.value
+                    row["p_diverge"] = round(pred.p_diverge, 4)
                     row["effective_references"] = round(pred.effective_references, 2)
-                    row["score"] = pred.value
+                    row["score"] = pred.value if pred.value is not None else t.loss
         rows.append(row)
-    ranked = sorted(rows, key=lambda r: (r["score"] is None, r["score"] if r["score"] is not None else 0.0,
-                                         r["run_id"]))
+    # Trials the references say will diverge go after the rest (they may still fill slots nothing else can).
+    ranked = sorted(rows, key=lambda r: (r["score"] is None, r.get("p_diverge", 0.0) > 0.5,
+                                         r["score"] if r["score"] is not None else 0.0, r["run_id"]))
     promoted = []
     for rank, row in enumerate(ranked, start=1):
         row["rank"] = rank
         what = "predicted full-budget loss" if row["predicted_final"] is not None else "loss at the rung"
+        if row.get("p_diverge", 0.0) > 0.5:
+            what += f" (but predicted to diverge, p={row['p_diverge']:.2f})"
         if row["score"] is None:
             row["promoted"], row["reason"] = False, f"not promoted: the trial ended {row['status']}"
         elif len(promoted) < n_promote:
