@@ -318,3 +318,17 @@ rule export_csv:
     input:
         runs="results/tables/runs.csv",
         best="results/tables/best.csv",
+
+
+# Every full-budget trial's learning curve, for the learned promotion of later sweeps (fidelity.prior_curves).
+rule fidelity_curves:
+    input:
+        collected=ALL_COLLECTED,
+    output:
+        "results/fidelity/curves.jsonl",
+    log:
+        "logs/fidelity_curves.log",
+    conda:
+        "../envs/metatune.yaml"
+    script:
+        "../workflow/scripts/fidelity_curves.py"

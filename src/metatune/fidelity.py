@@ -127,9 +127,14 @@ def read_curves(paths) -> list[Curve]:
 
 
 def curve_record(m: dict, rows: list[dict]) -> dict:
-    """One line of a curves JSONL: a trial's curve with what it was a curve of."""
-    return {"dataset": m["dataset"], "hp": m["hp"], "token_budget": m["token_budget"],
-            "curve": [{"tokens": r["tokens"], "val_loss": r["val_loss"]} for r in rows]}
+    """One line of a curves JSONL: a trial's curve (rows of curve.csv, as text or numbers) with what it was a
+    curve of; a loss that is not a finite number is null."""
+    def loss(v):
+        x = float(v) if v not in (None, "") else math.nan
+        return x if math.isfinite(x) else None
+
+    return {"dataset": m["dataset"], "hp": m["hp"], "token_budget": m["token_budget"], "status": m["status"],
+            "curve": [{"tokens": int(float(r["tokens"])), "val_loss": loss(r["val_loss"])} for r in rows]}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -343,3 +348,13 @@ def furthest_rungs(metrics: list[dict]) -> list[dict]:
             if key not in furthest or m["rung"] > furthest[key]["rung"]:
                 furthest[key] = m
     return out + list(furthest.values())
+
+
+def write_curves(out: str | Path, collected: list) -> int:
+    """The curves JSONL of the collected trials (history.CollectedTrial) that trained the full budget, read
+    from the curve.csv beside each metrics.json; returns the number written."""
+    from metatune.io import atomic_write_jsonl
+
+    full = {id(m) for m in full_budget([t.metrics for t in collected])}
+    return atomic_write_jsonl(out, (curve_record(t.metrics, read_curve_csv(Path(t.path).with_name("curve.csv")))
+                                    for t in collected if id(t.metrics) in full))

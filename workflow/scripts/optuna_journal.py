@@ -7,8 +7,9 @@ from metatune.rulelog import log_to
 
 def main(smk) -> None:
     with log_to(smk.log[0]):
-        metrics = history.collected_metrics(smk.input.collected)
-        counts = optuna_export.write_journal(smk.output[0], metrics, smk.params.space, smk.params.datasets)
+        collected = history.read_collections(smk.input.collected)
+        counts = optuna_export.write_journal(smk.output[0], [t.metrics for t in collected], smk.params.space,
+                                             smk.params.datasets, optuna_export.rung_curves(collected))
         print(f"{sum(counts.values())} trials in {len(counts)} studies: {counts}")
 
 
