@@ -217,4 +217,7 @@ if RUNGS:
     STAGE1_OUTPUT["checkpoint"] = checkpoint_file(
         "results/trials/stage1/{dataset}/{trial}/checkpoint.ckpt"
     )
-STAGE1_RUNG_ARGS = " --rung 0 --checkpoint-out {output.checkpoint}" if RUNGS else ""
+
+
+def stage1_rung_args(wildcards, output):
+    return f"--rung 0 --checkpoint-out {output.checkpoint}" if RUNGS else ""

@@ -21,10 +21,11 @@ rule trial_stage1:
     params:
         settings=stage_settings("stage1"),
         hp=stage1_hp,
+        rung=stage1_rung_args,
     shell:
         "python -m metatune.trial --stage-settings {params.settings:q} --dataset {wildcards.dataset}"
         " --run-id {wildcards.trial} --metafeatures {input.metafeatures} --metrics {output.metrics}"
-        " --hp {params.hp:q}" + STAGE1_RUNG_ARGS + " > {log} 2>&1"
+        " --hp {params.hp:q} {params.rung} > {log} 2>&1"
 
 
 # Successive halving (fidelity in the config; docs/fidelity.md): rung 0 is trial_stage1 above, stopped at the
