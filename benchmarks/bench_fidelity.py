@@ -107,7 +107,7 @@ def nanogpt_table(path: Path) -> dict[str, list[Trial]]:
         for line in f:
             r = json.loads(line)
             rows = [{"tokens": p["tokens"], "val_loss": math.nan if p["val_loss"] is None else p["val_loss"]}
-                    for p in r["curve"] if p["tokens"] > 0]
+                    for p in r["curve"]]
             table.setdefault(r["dataset"], []).append(Trial(r["dataset"], r["hp"], rows, r["token_budget"]))
     return table
 
@@ -130,8 +130,10 @@ def halving(method: str):
                 break
             rung_trials = []
             for i in alive:
+                # A trainer stops at the last whole step within the rung's tokens: "reached" allows for that.
                 rows = trials[i].until(rung.tokens)
-                ok = bool(rows) and rows[-1]["tokens"] >= rung.tokens * 0.98 and math.isfinite(rows[-1]["val_loss"])
+                reached = trials[i].rows[-1]["tokens"] >= 0.9 * rung.tokens
+                ok = bool(rows) and reached and all(math.isfinite(r["val_loss"]) for r in rows)
                 rung_trials.append(fidelity.RungTrial(
                     str(i), str(i), "ok" if ok else "diverged", trials[i].hp, rows[-1]["val_loss"] if ok else None,
                     fidelity.Curve.from_rows(trials[i].dataset, trials[i].hp, rows, trials[i].token_budget), ""))

@@ -170,6 +170,19 @@ def test_a_reference_of_the_same_shape_predicts_exactly(scale, stop):
     assert pred.value == pytest.approx(ref_points[-1][1] * scale, rel=1e-9) and pred.p_diverge == 0.0
 
 
+@settings(deadline=None)
+@given(share=st.floats(0.1, 1.2), start=st.floats(4.0, 8.0), stop=st.integers(1, 9))  # losses stay positive
+def test_with_start_losses_a_run_makes_the_same_share_of_the_references_improvement(share, start, stop):
+    """Curves with their step-0 loss: a run whose drop so far is `share` times the reference's ends `share` times
+    the reference's whole drop below its own start, whatever its loss level."""
+    ref_rows = [{"tokens": 0, "val_loss": 5.0}] + [{"tokens": t, "val_loss": 2.0 + 3.0 / (1 + t / 10)}
+                                                   for t in range(10, 101, 10)]
+    ref = fidelity.Curve.from_rows("other", HP, ref_rows, 100)
+    rows = [{"tokens": r["tokens"], "val_loss": start - share * (5.0 - r["val_loss"])} for r in ref_rows[:stop + 1]]
+    pred = fidelity.predict_final(fidelity.Curve.from_rows("d", HP, rows, 100), [ref])
+    assert ref.start == 5.0 and pred.value == pytest.approx(start - share * (5.0 - ref_rows[-1]["val_loss"]), rel=1e-9)
+
+
 def test_prediction_leans_on_the_references_of_the_same_learning_rate():
     low, high = {**HP, "learning_rate": 1e-4}, {**HP, "learning_rate": 1e-2}
     slow = [(t, 1.5 + 3.0 / (1 + t / 30)) for t in range(10, 101, 10)]  # slow, still falling at the end

@@ -96,17 +96,19 @@ class Curve:
     hp: dict
     fractions: np.ndarray  # increasing, in (0, 1]
     losses: np.ndarray
+    start: float | None = None  # the loss before training (step 0), where the curve has it
 
     @classmethod
     def from_rows(cls, dataset: str, hp: dict, rows: list[dict], token_budget: int) -> Curve:
-        """From curve.csv rows (tokens, val_loss): the points after step 0 with a finite loss."""
+        """From curve.csv rows (tokens, val_loss): the points with a finite loss, step 0 apart."""
         import numpy as np
 
-        points = sorted((float(r["tokens"]) / token_budget, float(r["val_loss"])) for r in rows
-                        if r.get("val_loss") not in (None, "") and float(r["tokens"]) > 0
-                        and math.isfinite(float(r["val_loss"])))
+        finite = [(float(r["tokens"]) / token_budget, float(r["val_loss"])) for r in rows
+                  if r.get("val_loss") not in (None, "") and math.isfinite(float(r["val_loss"]))]
+        points = sorted(p for p in finite if p[0] > 0)
+        start = next((y for f, y in finite if f == 0), None)
         f = np.array([p[0] for p in points], dtype=float)
-        return cls(dataset, hp, f, np.array([p[1] for p in points], dtype=float))
+        return cls(dataset, hp, f, np.array([p[1] for p in points], dtype=float), start)
 
     def reaches_budget(self) -> bool:
         return len(self.fractions) > 0 and self.fractions[-1] >= 0.98
@@ -142,7 +144,7 @@ def curve_record(m: dict, rows: list[dict]) -> dict:
 # predicts the final loss; the predictions are averaged with weights for how well the shape fits and how close
 # the reference's hyperparameters are (the learning rate decides the shape: fast-then-flat or slow-but-better).
 
-FIT_SCALE = 0.01  # log-loss residual at which a reference's weight falls to exp(-1/2)
+FIT_SCALE = 0.01  # relative misfit at which a reference's weight falls to exp(-1/2)
 HP_SCALE = 0.3  # hyperparameter distance (in decades of the learning rate, say) likewise
 SAME_DATASET_WEIGHT = 4.0  # this dataset's own finished trials count as several of another dataset's
 
@@ -174,6 +176,36 @@ class Prediction:
     effective_references: float  # (sum w)^2 / sum w^2: how many references the prediction leans on
 
 
+def match(partial: Curve, ref: Curve, seen) -> tuple[float, float] | None:
+    """(predicted final loss, relative misfit) of one reference fitted to the partial curve's points `seen`.
+
+    With both start losses (step 0) known, the fit is affine, y = a + b r, through the start and the partial
+    points: it predicts that this run will have made the same share of the reference's whole improvement, which
+    holds across datasets whose losses fall by different amounts. Without them, a constant factor (a shift in
+    log loss) is all that a few nearby points determine."""
+    import numpy as np
+
+    f, y = partial.fractions[seen], partial.losses[seen]
+    r = np.interp(f, ref.fractions, ref.losses)
+    w = f / f.sum()  # later points say more about where the curve is going
+    if partial.start is not None and ref.start is not None:
+        x, t = np.append(ref.start, r), np.append(partial.start, y)
+        w = np.append(1.0, w)
+        xm, tm = np.dot(w, x) / w.sum(), np.dot(w, t) / w.sum()
+        var = np.dot(w, (x - xm) ** 2)
+        if var <= 1e-12 * (1 + xm * xm):
+            return None
+        b = np.dot(w, (x - xm) * (t - tm)) / var
+        if b <= 0:  # a reference that improves where this run gets worse predicts nothing
+            return None
+        a = tm - b * xm
+        misfit = math.sqrt(np.dot(w, (t - a - b * x) ** 2) / w.sum()) / tm
+        return float(a + b * ref.losses[-1]), float(misfit)
+    shift = float(np.dot(w, np.log(y) - np.log(r)))
+    misfit = math.sqrt(float(np.dot(w, (np.log(y) - np.log(r) - shift) ** 2)))
+    return float(math.exp(shift) * ref.losses[-1]), misfit
+
+
 def predict_final(partial: Curve, references: list[Curve]) -> Prediction | None:
     """Predict the loss at the full budget from a partial curve; None without a usable reference. References
     that stopped short of the full budget (diverged or failed) count towards the chance of diverging."""
@@ -181,24 +213,24 @@ def predict_final(partial: Curve, references: list[Curve]) -> Prediction | None:
 
     if len(partial.fractions) == 0:
         return None
-    f, y = partial.fractions, np.log(partial.losses)
-    # Later points say more about where the curve is going: weight the fit towards the rung.
-    point_w = f / f.sum()
     preds, weights, failed_weight = [], [], 0.0
     for ref in references:
-        seen = f <= ref.fractions[-1] if len(ref.fractions) else np.zeros(len(f), bool)
-        if not seen.any() or ref.fractions[0] > f[seen][-1]:
+        if len(ref.fractions) == 0:
             continue
-        w_seen = point_w[seen] / point_w[seen].sum()
-        r = np.log(np.interp(f[seen], ref.fractions, ref.losses))
-        shift = float(np.sum(w_seen * (y[seen] - r)))
-        residual = math.sqrt(float(np.sum(w_seen * (y[seen] - r - shift) ** 2)))
-        w = math.exp(-0.5 * (residual / FIT_SCALE) ** 2 - 0.5 * (hp_distance(partial.hp, ref.hp) / HP_SCALE) ** 2)
+        seen = partial.fractions <= ref.fractions[-1]
+        if not seen.any() or ref.fractions[0] > partial.fractions[seen][-1]:
+            continue
+        fitted = match(partial, ref, seen)
+        if fitted is None:
+            continue
+        pred, misfit = fitted
+        w = math.exp(-0.5 * (misfit / FIT_SCALE) ** 2 - 0.5 * (hp_distance(partial.hp, ref.hp) / HP_SCALE) ** 2)
         if ref.dataset == partial.dataset:
             w *= SAME_DATASET_WEIGHT
         if ref.reaches_budget():
-            preds.append(shift + math.log(ref.losses[-1]))
-            weights.append(w)
+            if pred > 0:
+                preds.append(math.log(pred))
+                weights.append(w)
         else:
             failed_weight += w
     total = sum(weights) + failed_weight
