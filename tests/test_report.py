@@ -17,8 +17,8 @@ import yaml
 from PIL import Image
 
 from conftest import ROOT, run_snakemake
-from metatune.optimizer.baselines import distributions
 from metatune.report import data, summary
+from metatune.space import Space
 
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 DATASETS = ["arith", "markov"]
@@ -104,7 +104,7 @@ def test_optuna_journal_holds_every_trial(swept):
         for trial in study.trials:
             row = runs[(dataset, stage, trial.user_attrs["run_id"])]
             assert trial.user_attrs["status"] == row["status"]
-            assert trial.distributions == distributions(space)
+            assert trial.distributions == {p.name: p.optuna_distribution() for p in Space.parse(space)}
             assert trial.params["target_modules"] == row["hp_target_modules"]
             assert trial.user_attrs["metrics"]["gpu_hours"] == float(row["gpu_hours"])
             if row["status"] == "ok":

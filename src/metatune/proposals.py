@@ -17,14 +17,15 @@ def write_proposals(out: str | Path, space: dict, history_csv: str | Path, earli
     table = pd.concat([stage1, earlier], ignore_index=True) if len(earlier) else stage1
     metafeatures = {d: read_json(p) for d, p in metafeature_paths.items()}
     # A different seed per round and dataset, so rounds do not repeat each other's random draws.
-    configs = optimizer.propose(space, table, target, metafeatures, n, method=method, seed=seed * 1000 + round_)
+    result = optimizer.proposal(space, table, target, metafeatures, n, method=method, seed=seed * 1000 + round_)
     doc = {
         "dataset": target,
         "round": round_,
         "method": method,
         "n_history": len(table),
         "n_target_history": int((table["dataset"] == target).sum()),
-        "configs": [{"id": f"r{round_}-{k}", "hp": hp} for k, hp in enumerate(configs)],
+        "fallback": result.fallback,  # why the method fell back on something simpler (empty: it did not)
+        "configs": [{"id": f"r{round_}-{k}", "hp": hp} for k, hp in enumerate(result.configs)],
     }
     atomic_write_json(out, doc)
     return doc

@@ -20,6 +20,7 @@ from metatune import config, history
 from metatune.io import DataError, atomic_write_json, read_json
 from metatune.optimizer.common import check_history
 from metatune.optimizer.transfer import plan
+from metatune.space import Space
 
 NEW = "new_dataset"  # the target's name when it has none
 
@@ -27,10 +28,12 @@ NEW = "new_dataset"  # the target's name when it has none
 def recommend(space: dict, table: pd.DataFrame, metafeatures: dict, target: str, n: int, seed: int = 0) -> dict:
     """`n` ranked configurations for `target` from the other datasets' trials (its own are left out), with the
     nearest datasets and what each configuration is predicted to reach."""
+    space = Space.parse(space)
     others = check_history(space, table[table["dataset"] != target])
     if others.empty:
         raise ValueError(f"history: no trials of datasets other than {target!r} to recommend from")
-    model, picks = plan(space, others, target, metafeatures, n, seed, zero_shot=True)
+    result = plan(space, others, target, metafeatures, n, seed, zero_shot=True)
+    model, picks = result.model, result.picks
     weights = model.weights[: len(model.sources)]
     nearest = [{"dataset": s.name, "distance": round(float(d), 4), "weight": round(float(w), 4)}
                for s, d, w in sorted(zip(model.sources, model.distances, weights), key=lambda t: -t[2])]

@@ -14,7 +14,7 @@ from pathlib import Path
 from metatune.contract import METRIC_FIELDS
 from metatune.export import natural_key
 from metatune.fidelity import furthest_rungs, read_curve_csv
-from metatune.optimizer.baselines import distributions
+from metatune.space import Space
 
 STAGES = ("stage1", "stage2", "rerun")
 
@@ -55,7 +55,7 @@ def write_journal(path: str | Path, metrics: list[dict], space: dict, dataset_or
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    dists = distributions(space)
+    dists = {p.name: p.optuna_distribution() for p in Space.parse(space)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A journal is appended to: build it beside the target and move it in, so a reader never sees half a sweep.

@@ -18,6 +18,7 @@ from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from metatune.io import atomic_write_bytes  # noqa: E402
 from metatune.report.data import SEARCH_STAGES, ok_loss, pareto_front, sweep_spend  # noqa: E402
+from metatune.space import Param, Space  # noqa: E402
 
 STAGE_COLORS = {"stage1": "tab:blue", "stage2": "tab:orange", "rerun": "tab:green"}
 FAILED = {"marker": "x", "color": "tab:red", "s": 30, "label": "diverged / failed"}
@@ -47,16 +48,16 @@ def dataset_colors(names: list[str]) -> dict[str, tuple]:
     return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
 
 
-def axis_values(ax, param: dict, values: pd.Series, axis: str, jitter_seed: int = 0) -> np.ndarray:
+def axis_values(ax, param: Param, values: pd.Series, axis: str, jitter_seed: int = 0) -> np.ndarray:
     """Positions for a hyperparameter's values on `axis`: log scale where the space says so; categorical choices
     as ticks, jittered so repeated choices stay visible."""
-    if param["type"] == "categorical":
-        choices = [str(c) for c in param["choices"]]
+    if param.kind == "categorical":
+        choices = [str(c) for c in param.choices]
         index = values.astype(str).map({c: i for i, c in enumerate(choices)}).to_numpy(dtype=float)
         rng = np.random.default_rng(jitter_seed)
         (ax.set_xticks if axis == "x" else ax.set_yticks)(range(len(choices)), choices)
         return index + rng.uniform(-0.15, 0.15, len(index))
-    if param["type"] == "log_float" or param.get("log"):
+    if param.log:
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
     return values.to_numpy(dtype=float)
 
@@ -82,8 +83,8 @@ def loss_landscape(runs: pd.DataFrame, space: dict, dataset: str, out: str | Pat
     norm = plt.Normalize(loss.min(), loss.max())
     best = loss.idxmin() if ok.any() else None
     for ax, (px, py) in zip(axes, pairs):
-        x = axis_values(ax, space[px], trials[f"hp_{px}"], "x", 1)
-        y = axis_values(ax, space[py], trials[f"hp_{py}"], "y", 2)
+        x = axis_values(ax, Space.parse(space)[px], trials[f"hp_{px}"], "x", 1)
+        y = axis_values(ax, Space.parse(space)[py], trials[f"hp_{py}"], "y", 2)
         mask = ok.to_numpy()
         points = ax.scatter(x[mask], y[mask], c=loss[ok], cmap="viridis", norm=norm, s=45, edgecolors="k",
                             linewidths=0.3)
@@ -106,7 +107,7 @@ def loss_slices(runs: pd.DataFrame, space: dict, dataset: str, out: str | Path) 
     loss, ok = ok_loss(trials), trials["status"].eq("ok").to_numpy()
     fig, axes = panels(len(space), 4, (3.8, 3.0))
     for ax, name in zip(axes, space):
-        x = axis_values(ax, space[name], trials[f"hp_{name}"], "x", 3)
+        x = axis_values(ax, Space.parse(space)[name], trials[f"hp_{name}"], "x", 3)
         for stage in SEARCH_STAGES:
             mask = ok & trials["stage"].eq(stage).to_numpy()
             ax.scatter(x[mask], loss[mask], s=25, color=STAGE_COLORS[stage], alpha=0.8, label=stage)
@@ -213,7 +214,7 @@ def transfer_metafeatures(table: pd.DataFrame, metafeatures: list[str], targets:
     for i, target in enumerate(targets):
         for j, mf in enumerate(metafeatures):
             ax = axes[i][j]
-            axis_values(ax, space[target], table[f"hp_{target}"], "y")
+            axis_values(ax, Space.parse(space)[target], table[f"hp_{target}"], "y")
             ax.scatter(table[mf], table[f"hp_{target}"], c=[colors[d] for d in table["dataset"]], s=60,
                        edgecolors="k", linewidths=0.4)
             ax.set_xlabel(mf.removeprefix("mf_"))
