@@ -20,15 +20,16 @@ N_KILLS = 10
 
 @pytest.fixture(scope="module", params=["plain", "rungs"])
 def reference(request, tmp_path_factory) -> tuple[Path, Path]:
-    """(an uninterrupted run, its config): the tiny sweep, and the same with successive-halving rungs in stage 1
-    (a third learning rate, so that rungs promote, and their checkpoints are made, linked and removed)."""
-    config = TINY
-    if request.param == "rungs":
-        cfg = yaml.safe_load(TINY.read_text())
-        cfg["space"]["learning_rate"]["grid"] = [1.0e-4, 1.0e-3, 3.0e-3]
-        cfg["fidelity"] = {"eta": 3, "min_fraction": 0.111}
-        config = tmp_path_factory.mktemp("config") / "tiny_rungs.yaml"
-        config.write_text(yaml.safe_dump(cfg))
+    """(an uninterrupted run, its config): the session's tiny sweep (conftest.py), and the same with
+    successive-halving rungs in stage 1 (a third learning rate, so that rungs promote, and their checkpoints are
+    made, linked and removed)."""
+    if request.param == "plain":
+        return request.getfixturevalue("tiny_sweep"), TINY
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["space"]["learning_rate"]["grid"] = [1.0e-4, 1.0e-3, 3.0e-3]
+    cfg["fidelity"] = {"eta": 3, "min_fraction": 0.111}
+    config = tmp_path_factory.mktemp("config") / "tiny_rungs.yaml"
+    config.write_text(yaml.safe_dump(cfg))
     workdir = tmp_path_factory.mktemp("reference")
     run_snakemake(workdir, "--cores", "2", "--configfile", str(config))
     return workdir, config

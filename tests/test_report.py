@@ -75,10 +75,8 @@ def test_summary_without_recommendations_says_how_to_get_them():
 # A tiny sweep with its report.
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("report")
-    run_snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
-    return workdir
+def swept(tiny_sweep) -> Path:
+    return tiny_sweep  # the session's (conftest.py)
 
 
 def test_every_plot_is_there_and_drawn(swept):

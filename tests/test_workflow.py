@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 
 from conftest import ROOT, job_counts, run_snakemake
@@ -60,13 +59,6 @@ def test_bad_config_stops_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "invalid config: stage2.rounds: -2 is less than the minimum of 0" in proc.stderr + proc.stdout
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
-
-
-@pytest.fixture(scope="module")
-def tiny_sweep(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("sweep")
-    run_snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
-    return workdir
 
 
 def test_tiny_sweep_end_to_end(tiny_sweep):
