@@ -127,7 +127,6 @@ rule recommend:
         space=config["space"],
         n=config["optimizer"]["recommend_n"],
         seed=config["seed"],
-        datasets=list(DATASETS),
     script:
         "../workflow/scripts/recommend.py"
 

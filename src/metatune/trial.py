@@ -24,6 +24,7 @@ from metatune.contract import TrialOutcome, TrialSpec, validate_metrics
 from metatune.io import atomic_write_json, atomic_write_text, read_json
 from metatune.trainers import registry
 
+
 def resolve_hp(hp_json: str | None, hp_file: str | None, hp_index: int | None) -> dict:
     """Stage-1 trials are given their hyperparameters; stage-2 and rerun trials read theirs from the proposals
     or selection file, which does not exist yet when Snakemake builds the DAG."""

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-# The LoRA hyperparameters of the built-in trainers, each with its one default (docs/trainers.md).
+# The LoRA hyperparameters of the built-in trainers, each with its one default (the documentation is this table).
 LORA_HYPERPARAMETERS = MappingProxyType({
     "learning_rate": 2e-4,  # peak AdamW rate
     "lora_r": 16,  # adapter rank
@@ -56,7 +56,9 @@ def get(name: str) -> Trainer:
 def check_space(trainer: str, names: Iterable[str]) -> None:
     """Raise SpaceError naming the first space parameter `trainer` does not understand, with the names it knows
     and the closest of them."""
-    from metatune.space import SpaceError  # numpy: not for every trial process, which imports this module
+    from metatune.space import (
+        SpaceError,  # numpy: not for every trial process, which imports this module
+    )
 
     known = get(trainer).hyperparameters
     if known is None:
