@@ -18,6 +18,7 @@ shell.prefix(
 from metatune import config as metatune_config
 from metatune import fidelity as metatune_fidelity
 from metatune import space as metatune_space
+from metatune.trainers import registry as metatune_trainers
 
 try:
     _validated = metatune_config.validate(config)
@@ -73,10 +74,8 @@ RERUN_IDS = [
     for k in range(1, config["rerun"]["top_k"] + 1)
     for s in range(1, config["rerun"]["seeds"] + 1)
 ]
-# Trainers that read the nanoGPT bins, or the prompt/completion JSONL; the simulated one needs only the
-# metafeatures.
-TRAINERS_READING_BINS = {"external", "nanogpt_lora"}
-TRAINERS_READING_JSONL = {"hf_sft"}
+# What the trainer's trials read: the nanoGPT bins, the prompt/completion JSONL, or only the metafeatures.
+TRAINER = metatune_trainers.get(config["training"]["mode"])
 # nanogpt_lora's `base_model: pretrain`: a tiny model that rule pretrain_base trains from scratch into this folder.
 PRETRAINED_BASE = "results/base_model"
 USES_PRETRAINED_BASE = (
@@ -148,13 +147,13 @@ ALL_COLLECTED = collected("stage1") + collected("stage2") + collected("rerun")
 # splits for trainers that train on them; the pretrained base model where trials fine-tune it. Static
 # patterns, not an input function: a sweep has thousands of trials, and each pattern is applied per job.
 TRIAL_DATA = {"metafeatures": "results/data/{dataset}/metafeatures.json"}
-if config["training"]["mode"] in TRAINERS_READING_BINS:
+if TRAINER.reads == "bins":
     TRIAL_DATA |= {
         "train": "results/bins/{dataset}/train.bin",
         "val": "results/bins/{dataset}/val.bin",
         "meta": "results/bins/{dataset}/meta.json",
     }
-elif config["training"]["mode"] in TRAINERS_READING_JSONL:
+elif TRAINER.reads == "jsonl":
     TRIAL_DATA |= {
         "train": "results/data/{dataset}/train.jsonl",
         "val": "results/data/{dataset}/val.jsonl",

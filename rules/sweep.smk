@@ -195,7 +195,6 @@ rule recommend:
         space=config["space"],
         n=config["optimizer"]["recommend_n"],
         seed=config["seed"],
-        datasets=list(DATASETS),
     script:
         "../workflow/scripts/recommend.py"
 

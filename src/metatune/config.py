@@ -17,6 +17,9 @@ from typing import Any
 import jsonschema
 import yaml
 
+from metatune.space import Space, SpaceError
+from metatune.trainers import registry as trainers
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schemas" / "config.schema.yaml"
 
 # The variables an external trainer's command template may use (DESIGN.md, "External trainer").
@@ -107,32 +110,6 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     return config
 
 
-def _check_param(name: str, p: dict) -> None:
-    key = f"space.{name}"
-    if p["type"] == "categorical":
-        if len(set(map(repr, p["choices"]))) != len(p["choices"]):
-            raise ConfigError(f"{key}.choices: duplicate choices")
-        for v in p["grid"]:
-            if v not in p["choices"]:
-                raise ConfigError(f"{key}.grid: {v!r} is not among the choices {p['choices']}")
-    else:
-        low, high = p["low"], p["high"]
-        if not low < high:
-            raise ConfigError(f"{key}: low ({low}) must be below high ({high})")
-        if (p["type"] == "log_float" or p.get("log")) and low <= 0:
-            raise ConfigError(f"{key}.low: a log scale needs low > 0, got {low}")
-        for v in p["grid"]:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if isinstance(v, str) else ""
-                raise ConfigError(f"{key}.grid: {v!r} is not a number{hint}")
-            if p["type"] == "int" and v != int(v):
-                raise ConfigError(f"{key}.grid: {v!r} is not an integer")
-            if not low <= v <= high:
-                raise ConfigError(f"{key}.grid: {v} lies outside [{low}, {high}]")
-    if len(set(map(repr, p["grid"]))) != len(p["grid"]):
-        raise ConfigError(f"{key}.grid: duplicate values")
-
-
 def template_fields(template: str) -> set[str]:
     try:
         return {field.split(".")[0].split("[")[0] for _, field, _, _ in string.Formatter().parse(template) if field is not None}
@@ -157,8 +134,11 @@ def check_semantics(config: dict) -> None:
     if abs(total - 1.0) > 1e-6:
         raise ConfigError(f"split: train + val + test must be 1, got {total:g}")
 
-    for name, p in config["space"].items():
-        _check_param(name, p)
+    try:
+        Space.parse(config["space"])
+        trainers.check_space(config["training"]["mode"], config["space"])
+    except SpaceError as e:
+        raise ConfigError(str(e)) from None
 
     s1 = config["stage1"]
     if s1["design"] != "factorial":
@@ -226,15 +206,12 @@ def check_fidelity(config: dict) -> None:
                           f"checkpoint (rungs work with {' and '.join(RESUMABLE_TRAINERS)})")
 
 
-ADAPTER_TRAINERS = {"nanogpt_lora": "nanogpt", "hf_sft": "sft"}
-
-
 def mbpp_model(config: dict) -> str | None:
     """The base model MBPP evaluates: mbpp.model, else the one the adapters were trained on."""
     if config["mbpp"]["model"]:
         return config["mbpp"]["model"]
-    section = ADAPTER_TRAINERS.get(config["training"]["mode"])
-    return config["training"][section]["base_model"] if section else None
+    trainer = trainers.get(config["training"]["mode"])
+    return config["training"][trainer.section]["base_model"] if trainer.saves_adapter else None
 
 
 def check_mbpp(config: dict) -> None:
@@ -243,9 +220,10 @@ def check_mbpp(config: dict) -> None:
         return
     key = f"datasets[{marked[0]}].mbpp"
     mode = config["training"]["mode"]
-    if mode not in ADAPTER_TRAINERS:
+    if not trainers.get(mode).saves_adapter:
+        adapters = [t.name for t in trainers.TRAINERS.values() if t.saves_adapter]
         raise ConfigError(f"{key}: MBPP evaluates the reruns' adapters, and training.mode {mode!r} trains none "
-                          f"(use {' or '.join(ADAPTER_TRAINERS)})")
+                          f"(use {' or '.join(adapters)})")
     if config["rerun"]["top_k"] < 1 or not config["rerun"]["save_adapter"]:
         raise ConfigError(f"{key}: needs rerun.top_k >= 1 and rerun.save_adapter: true (the adapters to evaluate)")
     if mbpp_model(config) == "pretrain":

@@ -15,7 +15,13 @@ from typing import NamedTuple
 
 from metatune.contract import MetricsError, validate_metrics
 from metatune.fidelity import furthest_rungs
-from metatune.io import DataError, atomic_write_jsonl, atomic_write_text, iter_jsonl, read_json
+from metatune.io import (
+    DataError,
+    atomic_write_jsonl,
+    atomic_write_text,
+    iter_jsonl,
+    read_json,
+)
 
 
 def read_metrics(paths: Iterable[str | Path]) -> list[dict]:
@@ -90,8 +96,10 @@ def read_history_csv(path: str | Path, space: dict):
 def restore_choices(df, space: dict, prefix: str = ""):
     """Categorical choices come back from CSV as text; map them to the choice objects they name (columns
     `prefix + name`: runs.csv calls them hp_<name>)."""
-    for name, p in space.items():
-        if p["type"] == "categorical":
-            by_text = {str(c): c for c in p["choices"]}
-            df[prefix + name] = df[prefix + name].map(lambda v: by_text.get(str(v), v))
+    from metatune.space import Space
+
+    for p in Space.parse(space):
+        if p.kind == "categorical":
+            by_text = {str(c): c for c in p.choices}
+            df[prefix + p.name] = df[prefix + p.name].map(lambda v, by_text=by_text: by_text.get(str(v), v))
     return df

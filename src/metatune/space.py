@@ -96,7 +96,7 @@ class Param:
         v = _plain(v)
         if self.kind == "int":
             lo, hi = self.int_bounds
-            return min(hi, max(lo, int(round(v))))
+            return min(hi, max(lo, round(v)))
         if self.kind == "float":
             return float(v)
         return self.choices[self.index(v)]

@@ -15,7 +15,7 @@ import math
 import sys
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib import import_module
 from pathlib import Path
 
@@ -24,13 +24,7 @@ from metatune.contract import TrialOutcome, TrialSpec, validate_metrics
 from metatune import fidelity
 from metatune.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from metatune.space import stage1_trial_id
-
-TRAINERS = {
-    "simulated": "metatune.trainers.simulated",
-    "external": "metatune.trainers.external",
-    "nanogpt_lora": "metatune.trainers.nanogpt_lora",
-    "hf_sft": "metatune.trainers.hf_sft",
-}
+from metatune.trainers import registry
 
 
 def resolve_hp(hp_json: str | None, hp_file: str | None, hp_index: int | None) -> dict | None:
@@ -105,7 +99,10 @@ def metrics_record(spec: TrialSpec, outcome: TrialOutcome) -> dict:
 
 
 def run(spec: TrialSpec) -> dict:
-    """Train and record; any exception from the trainer becomes a `failed` trial with its reason."""
+    """Train and record; any exception from the trainer becomes a `failed` trial with its reason. The trainer
+    gets (and metrics.json records) every hyperparameter it reads: those the space leaves out at their defaults."""
+    trainer = registry.get(spec.trainer)
+    spec = replace(spec, hp=None if spec.hp is None else registry.complete_hp(spec.trainer, spec.hp))
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "spec.json", asdict(spec))
@@ -113,7 +110,7 @@ def run(spec: TrialSpec) -> dict:
     try:
         if spec.hp is None:
             raise ValueError("vacant rung slot: the previous rung had fewer ok trials than this rung promotes")
-        outcome = import_module(TRAINERS[spec.trainer]).train(spec)
+        outcome = import_module(trainer.module).train(spec)
     except Exception as e:  # a broken trial is data: record why and let the sweep go on
         traceback.print_exc()
         outcome = TrialOutcome(status="failed", wall_s=time.monotonic() - start,

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from metatune.optimizer.baselines import propose_gp, propose_grid, propose_random, propose_tpe
+from metatune.optimizer.baselines import (
+    propose_gp,
+    propose_grid,
+    propose_random,
+    propose_tpe,
+)
 from metatune.optimizer.common import check_history, finalize
 from metatune.optimizer.transfer import propose_transfer, propose_zero_shot
 from metatune.space import Space

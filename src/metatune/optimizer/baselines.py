@@ -87,4 +87,4 @@ def propose_gp(space, history, target, metafeatures, n, seed):
     return optuna_ask(space, history, target, n, sampler, MAX_STUDY_TRIALS["gp"])
 
 
-__all__ = ["propose_random", "propose_grid", "propose_tpe", "propose_gp"]
+__all__ = ["propose_gp", "propose_grid", "propose_random", "propose_tpe"]

@@ -26,7 +26,6 @@ from scipy.stats import spearmanr
 from metatune.optimizer import gp as gplib
 from metatune.optimizer.tasks import Task, subsample
 
-
 NEGLIGIBLE = 1e-3  # a model weighing less is left out of predictions
 
 

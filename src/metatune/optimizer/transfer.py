@@ -55,7 +55,7 @@ def centres(model: ens.Ensemble, k: int, dim: int) -> np.ndarray:
     weights = np.nan_to_num(model.weights[: len(model.sources)])
     rows = []
     for i, (w, s) in enumerate(sorted(zip(weights, model.sources), key=lambda p: -p[0])):
-        take = max(int(i == 0), int(round(k * w)))
+        take = max(int(i == 0), round(k * w))
         rows.extend(s.x[np.argsort(s.z, kind="stable")[:take]])
     if model.target is not None:
         rows.extend(model.target.x[np.argsort(model.target.z, kind="stable")[: max(1, k // 2)]])

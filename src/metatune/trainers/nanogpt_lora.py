@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from metatune.contract import TrialOutcome, TrialSpec
 from metatune.io import atomic_write_bytes, read_json
+from metatune.trainers import registry
 from metatune.trainers.lora import lora_config
 
 
@@ -199,7 +200,7 @@ def fit(spec: TrialSpec, cfg: NanoGPTSettings, micro_batch: int) -> TrialOutcome
     forward = torch.compile(model) if cfg.compile else model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hp["learning_rate"], betas=(0.9, 0.95),
-                                  weight_decay=hp.get("weight_decay", 0.0), fused=device == "cuda")
+                                  weight_decay=hp["weight_decay"], fused=device == "cuda")
     sizes = step_sizes(spec.token_budget, int(hp["batch_size"]), T)
     stop = len(sizes) if spec.stop_at_tokens is None else min(len(sizes), steps_at(sizes, T, spec.stop_at_tokens))
     # Every run of the configuration evaluates at the rungs, so a trial promoted through them and one trained
@@ -208,7 +209,7 @@ def fit(spec: TrialSpec, cfg: NanoGPTSettings, micro_batch: int) -> TrialOutcome
     n_train = n_tokens(spec.train_path, T)
     val_offsets = eval_offsets(spec.val_path, spec.dataset, cfg.eval_batches * cfg.micro_batch_size, T)
     gen = torch.Generator().manual_seed(spec.seed)  # the training windows
-    timeout = spec.settings.get("timeout_s", math.inf)
+    timeout = registry.timeout_s(spec.settings)
 
     def eval_row(step: int, tokens: int, train_loss: float | None) -> dict:
         return {"step": step, "tokens": tokens, "train_loss": train_loss,
@@ -226,7 +227,7 @@ def fit(spec: TrialSpec, cfg: NanoGPTSettings, micro_batch: int) -> TrialOutcome
     for step in range(first, stop):
         n = sizes[step]
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, len(sizes), hp["learning_rate"], hp.get("warmup_ratio", 0.0), cfg.min_lr_ratio)
+            group["lr"] = lr_at(step, len(sizes), hp["learning_rate"], hp["warmup_ratio"], cfg.min_lr_ratio)
         offsets = torch.randint(n_train - T, (n,), generator=gen).numpy()
         step_loss = 0.0
         for chunk in micro_chunks(n, micro_batch):

@@ -47,9 +47,9 @@ def optimal_lr(mf: dict) -> float:
 
 
 def effective_lr(hp: dict, rslora: bool) -> float:
-    scale = hp.get("lora_alpha", REFERENCE_ALPHA) / REFERENCE_ALPHA
+    scale = hp["lora_alpha"] / REFERENCE_ALPHA
     if rslora:  # alpha/sqrt(r) instead of alpha/r: sqrt(r) times larger updates, relative to r=16
-        scale *= math.sqrt(hp.get("lora_r", 16) / 16)
+        scale *= math.sqrt(hp["lora_r"] / 16)
     return hp["learning_rate"] * scale
 
 
@@ -58,8 +58,8 @@ def final_gap(hp: dict, mf: dict, rslora: bool) -> tuple[float, float, bool]:
     lr_opt = optimal_lr(mf)
     ratio = effective_lr(hp, rslora) / lr_opt
     log_tokens = mf.get("log10_tokens", 6.0)
-    warmup = hp.get("warmup_ratio", 0.05)
-    batch = hp.get("batch_size", 32)
+    warmup = hp["warmup_ratio"]
+    batch = hp["batch_size"]
     diverge_at = 25 * (1 + 4 * warmup) * (batch / 32) ** 0.25
     if ratio > diverge_at:
         return math.inf, 1.0, True
@@ -67,14 +67,14 @@ def final_gap(hp: dict, mf: dict, rslora: bool) -> tuple[float, float, bool]:
     # Too low: slower progress along the learning curve. Too high: faster at first, then flat at the worse
     # optimum above, so curves of neighbouring rates cross (fast-then-flat against slow-but-better).
     speed = ratio ** 0.9 if ratio < 1 else min(3.0, ratio) ** 0.3
-    rank = hp.get("lora_r", 16)
+    rank = hp["lora_r"]
     penalty += 0.05 * max(0.0, log_tokens - 5.0 - math.log10(rank))  # capacity: only large datasets need rank
-    if hp.get("target_modules", "attn_mlp") == "attn":
+    if hp["target_modules"] == "attn":
         penalty += 0.02 + 0.01 * max(0.0, log_tokens - 5.0)
     penalty += 0.015 * max(0.0, math.log2(batch / 16)) ** 1.3
-    dropout = hp.get("lora_dropout", 0.0)
+    dropout = hp["lora_dropout"]
     penalty += dropout * (0.1 * max(0.0, log_tokens - 6.0) - 0.15 * max(0.0, min(1.0, 6.0 - log_tokens)))
-    penalty += 0.3 * (hp.get("weight_decay", 0.0) - 0.01) ** 2
+    penalty += 0.3 * (hp["weight_decay"] - 0.01) ** 2
     return penalty, speed, False
 
 
@@ -108,8 +108,8 @@ def simulate(spec: TrialSpec, mf: dict, resumed: dict | None = None) -> TrialOut
     floor = loss_floor(mf)
     start_gap = 1.5
     # Tokens at which the curve has come half way down, for a full-speed learning rate.
-    half_tokens = 2e4 * (1 + 0.1 * hp.get("warmup_ratio", 0.05) * 10)
-    batch_tokens = hp.get("batch_size", 32) * spec.seq_len
+    half_tokens = 2e4 * (1 + 0.1 * hp["warmup_ratio"] * 10)
+    batch_tokens = hp["batch_size"] * spec.seq_len
     steps = max(1, spec.token_budget // batch_tokens)
     stop = steps if spec.stop_at_tokens is None else min(steps, max(1, spec.stop_at_tokens // batch_tokens))
     diverged_at = rng.uniform(0.2, 0.6) if diverged else None
@@ -134,7 +134,7 @@ def simulate(spec: TrialSpec, mf: dict, resumed: dict | None = None) -> TrialOut
     # cost against quality. Throughput falls with rank and with adapting the MLPs too.
     tokens_seen = curve[-1]["tokens"]
     tokens_resumed = resumed["tokens"] if resumed else 0
-    tokens_per_s = 2.5e4 / (1 + 0.004 * hp.get("lora_r", 16)) / (1.3 if hp.get("target_modules") == "attn_mlp" else 1.0)
+    tokens_per_s = 2.5e4 / (1 + 0.004 * hp["lora_r"]) / (1.3 if hp["target_modules"] == "attn_mlp" else 1.0)
     wall_s = (tokens_seen - tokens_resumed) / tokens_per_s
     diverged_now = not math.isfinite(curve[-1]["val_loss"])
     outcome = TrialOutcome(
@@ -144,7 +144,7 @@ def simulate(spec: TrialSpec, mf: dict, resumed: dict | None = None) -> TrialOut
         tokens_resumed=tokens_resumed,
         wall_s=round(wall_s, 3),
         gpu_hours=round(wall_s / 3600, 6),
-        peak_mem_mb=round(1500 + 0.02 * batch_tokens + 3 * hp.get("lora_r", 16), 1),
+        peak_mem_mb=round(1500 + 0.02 * batch_tokens + 3 * hp["lora_r"], 1),
         device="simulated",
         curve=curve,
     )
