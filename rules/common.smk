@@ -1,6 +1,19 @@
 # Validation of the config (before any job), helpers shared by the rules, and wildcard constraints.
 import json
 import os
+import shlex
+import sys
+
+# The workflow's own library comes from the workflow's directory, not from an install: the controller imports it
+# from there (below), and every job's shell exports it first, because a conda env (and Snakemake, which drops
+# PYTHONPATH when it activates one) knows nothing of metatune. The prefix also runs before `script:` rules.
+WORKFLOW_SRC = os.path.join(workflow.basedir, "src")
+sys.path.insert(0, WORKFLOW_SRC)
+shell.prefix(
+    "set -euo pipefail; export PYTHONPATH="
+    + shlex.quote(WORKFLOW_SRC).replace("{", "{{").replace("}", "}}")
+    + "${{PYTHONPATH:+:$PYTHONPATH}}; "
+)
 
 from metatune import config as metatune_config
 from metatune import space as metatune_space
@@ -12,6 +25,28 @@ except metatune_config.ConfigError as e:
     raise WorkflowError(f"invalid config: {e}")
 config.clear()
 config.update(_validated)
+
+
+def profile_slurm_account():
+    """The account the profile's default resources give every job (profiles/slurm: $METATUNE_SLURM_ACCOUNT),
+    evaluated as Snakemake does; None when no profile sets one."""
+    defaults = workflow.resource_settings.default_resources
+    account = defaults.get("slurm_account") if defaults is not None else None
+    if account is None:
+        return None
+    return account.evaluate(
+        wildcards=None, input=None, attempt=1, threads=1, rulename="", async_run=None
+    ).value
+
+
+# Without an account the Slurm plugin submits every job without -A, and Slurm charges the user's default account:
+# say so once, in the controller (every job parses this file again).
+if workflow.is_main_process and profile_slurm_account() == "":
+    logger.warning(
+        "warning: no Slurm account: METATUNE_SLURM_ACCOUNT is not set, so every job is submitted without -A "
+        "and Slurm charges your default account. Set it: export METATUNE_SLURM_ACCOUNT=<share_name> "
+        "(docs/profiles.md)."
+    )
 
 DATASETS = {d["name"]: d for d in config["datasets"]}
 STAGE1 = metatune_space.stage1_configs(

@@ -141,6 +141,7 @@ rule summary:
         runs="results/tables/runs.csv",
         best="results/tables/best.csv",
         recommendations=rules.recommendations.input if len(DATASETS) > 1 else [],
+        mbpp=rules.mbpp_compare.output if MBPP_DATASETS else [],
     output:
         report(
             "results/report/summary.md",

@@ -202,8 +202,16 @@ rule summarize_reruns:
         "../envs/metatune.yaml"
     params:
         datasets=list(DATASETS),
+        space=config["space"],
     script:
         "../workflow/scripts/summarize_reruns.py"
+
+
+# Whatever target a run built, it ends by saying whether each dataset's winner is settled (if best.csv exists).
+onsuccess:
+    from metatune import verdict_cli
+
+    verdict_cli.print_after_run()
 
 
 rule export:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 SHARED = Path(os.environ.get("METATUNE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 GPT2_BPE = SHARED / "gpt2_tokenizer" / "gpt2.tiktoken"
 # tiktoken caches a downloaded rank file under the sha1 of its URL; r50k_base's is this one.
@@ -37,13 +38,34 @@ def tiktoken_cache(tmp_path_factory) -> Path:
     return cache
 
 
+# What a copy of the repository leaves out: git, a workflow's outputs and caches from runs in the checkout, venvs.
+NOT_COPIED = shutil.ignore_patterns(".git", ".snakemake", "results", "resources", "logs", "__pycache__",
+                                    ".pytest_cache", ".ruff_cache", ".venv", "report.html")
+
+
+def copy_repository(dest: Path) -> Path:
+    """A scratch copy of the checkout (what a fresh clone holds, plus uncommitted edits) to run the workflow from."""
+    shutil.copytree(ROOT, dest, ignore=NOT_COPIED)
+    return dest
+
+
 def run_snakemake(workdir: Path, *args: str, timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess:
     """Run the project's workflow in `workdir` (results land there, not in the checkout)."""
     cmd = ["snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory) -> Path:
+    """The tiny simulated sweep of tests/configs/tiny.yaml, run once for the whole session (it takes a minute or
+    two on 2 cores). Tests read it or run what leaves its results as they are; one that changes them runs its own."""
+    workdir = tmp_path_factory.mktemp("tiny-sweep")
+    run_snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
+    return workdir
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:

@@ -19,10 +19,8 @@ N_KILLS = 10
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("reference")
-    run_snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
-    return workdir
+def reference(tiny_sweep) -> Path:
+    return tiny_sweep  # the session's uninterrupted run (conftest.py)
 
 
 def start(workdir: Path, config: Path) -> subprocess.Popen:

@@ -12,11 +12,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from conftest import SHARED  # noqa: E402 - the shared data (METATUNE_SHARED_DATA)
 from metatune.mbpp import data, generate, prompts  # noqa: E402
 from metatune.mbpp.samples import read_samples  # noqa: E402
 
-MBPP = "/work/shared/data/mbpp/mbpp.jsonl"
-PROBLEMS = data.load_local(MBPP)
+PROBLEMS = data.load_local(SHARED / "mbpp" / "mbpp.jsonl")
 TASKS = data.select_split(PROBLEMS, "test")[:5]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"

@@ -11,6 +11,7 @@ from trainer_fixtures import sft_data, tiny_llama  # noqa: F401 - fixtures
 from conftest import job_counts, run_snakemake
 from test_report import assert_not_blank
 from metatune import config
+from metatune.mbpp import sandbox
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_mbpp_stage_in_the_dag(tmp_path, mbpp_config):
     baseline = json.loads((tmp_path / "results/eval/mbpp/baseline/results.json").read_text())
     adapter = json.loads((tmp_path / "results/eval/mbpp/codealpaca/results.json").read_text())
     for results in (baseline, adapter):
-        assert results["n_tasks"] == 3 and results["isolation"] == "bwrap+setuid+rlimits"
+        assert results["n_tasks"] == 3 and results["isolation"] == sandbox.isolation(sandbox.SandboxSettings())
         assert {r["status"] for r in results["per_task"]} <= {"passed", "failed", "timeout", "syntax_error", "error"}
     used = json.loads((tmp_path / "results/eval/mbpp/codealpaca/adapter.json").read_text())
     assert used["adapter"].endswith("results/trials/rerun/codealpaca/top1-seed1/adapter")

@@ -22,7 +22,7 @@ from metatune.space import Space
 
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 DATASETS = ["arith", "markov"]
-TRIALS = {"stage1": 4, "stage2": 4, "rerun": 4}  # per dataset, as tests/configs/tiny.yaml says
+TRIALS = {"stage1": 4, "stage2": 4, "rerun": 6}  # per dataset, as tests/configs/tiny.yaml says
 PLOTS = ["landscape/arith.png", "landscape/markov.png", "slices/arith.png", "slices/markov.png", "best_so_far.png",
          "reruns.png", "learning_curves.png", "transfer_metafeatures.png", "stage2_vs_stage1.png", "cost_quality.png"]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -66,19 +66,19 @@ def test_best_so_far_skips_failed_trials_and_reruns():
 def test_summary_without_recommendations_says_how_to_get_them():
     runs = pd.DataFrame({"dataset": ["a"], "status": ["ok"]})
     best = pd.DataFrame({"dataset": ["a"], "rank": [1], "winner": [True], "mean_val_loss": [1.5], "ci95_low": [1.25],
-                         "ci95_high": [1.75], "n_seeds": [3], "source_run_id": ["g1"], "hp": [{"lora_r": 8}]})
+                         "ci95_high": [1.75], "n_seeds": [3], "source_run_id": ["g1"], "hp": [{"lora_r": 8}],
+                         "verdict": ["unsettled"], "verdict_reason": ["cannot be settled: only top1 was rerun"],
+                         "search_val_loss": [1.4], "search_stage": ["stage1"], "optimism": [0.1]})
     text = summary.summary_markdown(runs, best, {})
-    assert "| a | 1.5000 | [1.2500, 1.7500] | 3 | lora_r=8 | g1 (top1) |" in text
+    assert "| a | unsettled | 1.5000 | [1.2500, 1.7500] | 3 | lora_r=8 | g1 (top1) |" in text
     assert "the `recommendations` target writes them" in text
 
 
 # A tiny sweep with its report.
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("report")
-    run_snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
-    return workdir
+def swept(tiny_sweep) -> Path:
+    return tiny_sweep  # the session's (conftest.py)
 
 
 def test_every_plot_is_there_and_drawn(swept):

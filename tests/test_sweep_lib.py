@@ -241,9 +241,10 @@ def test_select_top_k_distinct_ok_configs():
 
 
 def test_rerun_summary_statistics_and_winner():
-    sel = {"configs": [{"rank": 1, "hp": {"x": 1}, "source_run_id": "a"}, {"rank": 2, "hp": {"x": 2}, "source_run_id": "b"}]}
-    ms = [metrics("top1-seed1", 1.0), metrics("top1-seed2", 1.2), metrics("top1-seed3", 1.1),
-          metrics("top2-seed1", 0.9), metrics("top2-seed2", 0.95), metrics("top2-seed3", None, status="diverged")]
+    sel = {"configs": [{"rank": r, "hp": {"x": r}, "source_run_id": n, "source_stage": "stage1", "val_loss": 1.0}
+                       for r, n in ((1, "a"), (2, "b"))]}
+    ms = [{**metrics(f"top{r}-seed{s}", loss, hp={"x": r}, status="ok" if loss else "diverged"), "seed": 1000 + s}
+          for r, losses in ((1, (1.0, 1.2, 1.1)), (2, (0.9, 0.95, None))) for s, loss in enumerate(losses, start=1)]
     rows = select.summarize_reruns(ms, sel)
     assert rows[0]["mean_val_loss"] == pytest.approx(1.1) and rows[0]["std_val_loss"] == pytest.approx(0.1)
     assert rows[0]["ci95_high"] - rows[0]["mean_val_loss"] == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-5)

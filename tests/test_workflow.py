@@ -11,13 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 
 from conftest import ROOT, job_counts, run_snakemake
 
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
-TRIALS_PER_DATASET = 4 + 2 * 2 + 2 * 2
+TRIALS_PER_DATASET = 4 + 2 * 2 + 2 * 3
 
 
 def tiny(tmp_path: Path, **overrides) -> Path:
@@ -39,9 +38,9 @@ def test_dry_run_shows_every_job(tmp_path):
     assert counts == {
         "prefetch_dataset": 2, "normalize": 2, "metafeatures": 2, "nanogpt_bins": 2, "nanogpt_table": 1,
         "trial_stage1": 8, "collect_stage1": 2, "stage1_history": 1, "propose": 4, "trial_stage2": 8,
-        "collect_round": 4, "select": 2, "trial_rerun": 8, "collect_reruns": 2, "export": 1, "summarize_reruns": 1,
+        "collect_round": 4, "select": 2, "trial_rerun": 12, "collect_reruns": 2, "export": 1, "summarize_reruns": 1,
         "recommend": 2, "plot_landscape": 2, "plot_search": 1, "plot_reruns": 1, "plot_transfer": 1, "plot_cost": 1,
-        "summary": 1, "optuna_journal": 1, "all": 1, "total": 61,
+        "summary": 1, "optuna_journal": 1, "all": 1, "total": 65,
     }
     assert not (tmp_path / "results").exists()
 
@@ -60,13 +59,6 @@ def test_bad_config_stops_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "invalid config: stage2.rounds: -2 is less than the minimum of 0" in proc.stderr + proc.stdout
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
-
-
-@pytest.fixture(scope="module")
-def tiny_sweep(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("sweep")
-    run_snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
-    return workdir
 
 
 def test_tiny_sweep_end_to_end(tiny_sweep):

@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "check-config": "metatune.config_cli",
     "mbpp-score": "metatune.mbpp.cli",
     "recommend": "metatune.recommend",
+    "verdicts": "metatune.verdict_cli",
 }
 
 

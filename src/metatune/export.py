@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from pathlib import Path
 
@@ -55,8 +56,24 @@ def runs_table(metrics: list[dict], space: dict, metafeatures: dict[str, dict], 
     return columns, rows
 
 
-BEST_COLUMNS = ["dataset", "rank", "winner", "mean_val_loss", "std_val_loss", "ci95_low", "ci95_high", "n_seeds",
-                "n_failed", "source_run_id", "hp"]
+# best.csv: one row per rerun configuration (docs/tables.md, "best.csv"); then one hp_<name> column per
+# hyperparameter of the space, as in runs.csv.
+BEST_COLUMNS = ["dataset", "rank", "winner", "verdict", "tied_with", "verdict_reason", "comparison", "n_seeds",
+                "n_failed", "mean_val_loss", "std_val_loss", "ci95_low", "ci95_high", "n_paired", "diff_vs_winner",
+                "diff_ci95_low", "diff_ci95_high", "p_better_than_winner", "search_stage", "search_val_loss",
+                "optimism", "source_run_id"]
+
+
+def best_table(rows: list[dict], space: dict) -> tuple[list[str], list[dict]]:
+    """best.csv's columns and rows from select.summarize_reruns' rows (each with its dataset): the configuration
+    as hp_* columns, and a number that is not there (NaN) as an empty cell, like any missing value."""
+    columns = [*BEST_COLUMNS, *(f"hp_{k}" for k in space)]
+
+    def cell(v):
+        return None if isinstance(v, float) and math.isnan(v) else v
+
+    return columns, [{**{k: cell(v) for k, v in r.items() if k != "hp"}, **{f"hp_{k}": r["hp"].get(k) for k in space}}
+                     for r in rows]
 
 
 def datasets_table(datasets: list[str], meta_paths: list[str], metafeature_paths: list[str]) -> tuple[list[str], list[dict]]:

@@ -1,4 +1,4 @@
-"""Rule summarize_reruns: best.csv, the mean and 95% interval of every rerun configuration, winners marked."""
+"""Rule summarize_reruns: best.csv, every rerun configuration against its dataset's winner, and the verdicts."""
 
 from metatune import export, history, select
 from metatune.io import read_json
@@ -12,7 +12,7 @@ def main(smk) -> None:
         for dataset, selection_path in zip(smk.params.datasets, smk.input.selections):
             mine = [m for m in rerun_metrics if m["dataset"] == dataset]
             rows += [{"dataset": dataset, **r} for r in select.summarize_reruns(mine, read_json(selection_path))]
-        export.write_csv(smk.output[0], export.BEST_COLUMNS, rows)
+        export.write_csv(smk.output[0], *export.best_table(rows, smk.params.space))
 
 
 main(snakemake)  # noqa: F821 - Snakemake's script directive defines `snakemake`

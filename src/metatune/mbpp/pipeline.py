@@ -13,6 +13,7 @@ from metatune.io import DataError, read_json
 from metatune.mbpp import data, generate, prompts
 from metatune.mbpp.sandbox import SandboxSettings
 from metatune.mbpp.score import compare, score_files
+from metatune.verdict import separation
 
 
 @dataclass(frozen=True)
@@ -75,12 +76,13 @@ def winning_adapter(best_csv: str | Path, dataset: str, rerun_collections: list[
 
 
 COMPARISON_COLUMNS = ["dataset", "adapter", "n_tasks", "adapter_pass@1", "baseline_pass@1", "diff", "ci95_low",
-                      "ci95_high"]
+                      "ci95_high", "verdict"]
 
 
 def comparison_rows(baseline_results: str | Path, adapter_results: dict[str, str]) -> list[dict]:
-    """One row per dataset: pass@1 of its adapter and of the baseline on the same tasks, their difference and
-    a paired bootstrap 95% interval of it."""
+    """One row per dataset: pass@1 of its adapter and of the baseline on the same tasks, their paired difference
+    (task by task) with a bootstrap 95% interval, and the verdict: `better`, `worse` or `not separated` as the
+    interval lies above zero, below it, or across it."""
     baseline = read_json(baseline_results)
     rows = []
     for dataset, path in adapter_results.items():
@@ -88,5 +90,5 @@ def comparison_rows(baseline_results: str | Path, adapter_results: dict[str, str
         rows.append({"dataset": dataset, "adapter": read_json(Path(path).with_name("adapter.json"))["adapter"],
                      "n_tasks": c["n_tasks"], "adapter_pass@1": c["pass@1_adapter"],
                      "baseline_pass@1": c["pass@1_baseline"], "diff": c["delta_pass@1"],
-                     "ci95_low": c["ci95"][0], "ci95_high": c["ci95"][1]})
+                     "ci95_low": c["ci95"][0], "ci95_high": c["ci95"][1], "verdict": separation(*c["ci95"])})
     return rows

@@ -1,7 +1,9 @@
 """MBPP samples (JSONL): one completion per line, `{"task_id": int, "completion": str, "sample": int}`.
 
 `sample` numbers the completions of one task (0 for greedy decoding); a file without it (DESIGN.md's minimal
-contract) gets its samples numbered in file order. Written by `generate`, read by `score`.
+contract) gets its samples numbered in file order. Written by `generate`, read by `score`. A line whose
+completion is not a string is kept as a sample that cannot run (`malformed` says why): it is scored `error`,
+and the rest of the file still is scored.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ class Sample:
     task_id: int
     completion: str
     sample: int = 0
+    malformed: str = ""  # why this line cannot be run, if it cannot
 
 
 def read_samples(path: str | Path) -> list[Sample]:
@@ -31,8 +34,10 @@ def read_samples(path: str | Path) -> list[Sample]:
         task_id, completion = row.get("task_id"), row.get("completion")
         if not isinstance(task_id, int) or isinstance(task_id, bool):
             raise DataError(f"{path}:{lineno}: task_id must be an integer, got {task_id!r}")
+        malformed = ""
         if not isinstance(completion, str):
-            raise DataError(f"{path}:{lineno}: task {task_id}: completion must be a string")
+            malformed = f"{path.name}:{lineno}: completion is a {type(completion).__name__}, not a string"
+            completion = ""
         index = row.get("sample", next_index[task_id])
         if not isinstance(index, int) or isinstance(index, bool) or index < 0:
             raise DataError(f"{path}:{lineno}: task {task_id}: sample must be a non-negative integer")
@@ -40,7 +45,7 @@ def read_samples(path: str | Path) -> list[Sample]:
             raise DataError(f"{path}:{lineno}: task {task_id} sample {index} appears twice")
         seen.add((task_id, index))
         next_index[task_id] = index + 1
-        samples.append(Sample(task_id, completion, index))
+        samples.append(Sample(task_id, completion, index, malformed))
     return samples
 
 

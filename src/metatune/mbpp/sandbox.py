@@ -1,21 +1,22 @@
-"""Run untrusted programs in a pool of sandboxed, pre-forked workers.
+"""Run untrusted programs in a pool of sandboxed workers, a fresh process and fresh namespaces per task.
 
-Each worker is one long-lived zygote (zygote.py) inside its own bubblewrap sandbox:
+Each worker is one template process (zygote.py) inside its own bubblewrap sandbox:
   - namespaces: no network (--unshare-net: only a loopback that nothing listens on), its own pid namespace
-    (task processes cannot see or signal anything outside, and all die with the sandbox), ipc, uts, cgroup;
-  - file system: an allow-list, not a deny-list: /usr (read-only), the Python installation (read-only), a
-    fresh /proc, a minimal /dev and a size-limited tmpfs /tmp that is the only writable place. /root, /home,
-    /work, /etc's secrets and every other path simply do not exist in there;
-  - user: bwrap starts as root without a user namespace (so that uid 65534 is the real `nobody` of the host,
-    not a mapped alias of root); the zygote drops to nobody before reading its first request, keeping no
-    capabilities (bwrap already dropped all but CAP_SETUID/CAP_SETGID);
-  - per task (done by the zygote): fork, new session, rlimits, wall timeout, SIGKILL of every process left.
-The zygote forks per task instead of starting an interpreter: that is most of the speed.
+    (nothing outside is visible, and all of it dies with the sandbox), ipc, uts, cgroup;
+  - file system: an allow-list, not a deny-list: /usr (read-only), the Python installation (read-only, also
+    when it lives under /tmp or /home), /proc and a minimal /dev. /root, /home, /work, /etc's secrets and
+    every other path simply do not exist in there;
+  - user: as root, bwrap starts without a user namespace and the template keeps only CAP_SETUID/CAP_SETGID,
+    CAP_KILL and CAP_SYS_ADMIN (for the tasks' pid namespaces), so that each task runs as a host uid of its
+    own that nothing else uses; otherwise bwrap makes a user namespace and the tasks keep the caller's uid.
+Per task the template forks a process that is pid 1 of a pid namespace of its own and unshares a user, ipc and
+mount namespace, mounts its own /tmp and /dev/shm, sets rlimits and drops every capability before the
+completion runs (see zygote.py). The template never sees a request or a result: the parent talks to each task
+over a socket the template hands it. When the task ends its namespaces, and everything in them, are gone.
+docs/mbpp_threat_model.md says what this defends against and what not.
 
-Fallbacks, named in `isolation` and so in every results file: without root, bubblewrap runs in a user
-namespace and the tasks keep the caller's uid ("bwrap+rlimits"); without bubblewrap (allow_weak only) there
-are no namespaces: the task sees the file system and the network and a process that leaves its process
-group can survive ("setuid+rlimits" as root, "rlimits" otherwise).
+Fallback, named in `isolation` and so in every results file: without bubblewrap (allow_weak only) there are
+no namespaces: the task sees the file system and the network ("setuid+rlimits" as root, "rlimits" otherwise).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import os
 import queue
 import select
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -36,10 +38,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-ZYGOTE = Path(__file__).with_name("zygote.py")
-SANDBOX_ZYGOTE = "/sandbox/zygote.py"  # where the zygote appears inside the sandbox
-NOBODY = 65534
+HERE = Path(__file__).parent
+SANDBOX_DIR = "/sandbox"  # where zygote.py and wire.py appear inside the sandbox
+SANDBOX_FILES = ("zygote.py", "wire.py")
 STRONG = "bwrap+setuid+rlimits"
+UID_SPAN = 1 << 16  # task uids per worker (root only): worker w uses uid_base + w * UID_SPAN + (task % UID_SPAN)
+CONTROL_MSG_BYTES = 1 << 16  # the template's status messages are small; anything larger means it is broken
 
 
 class SandboxError(RuntimeError):
@@ -50,13 +54,12 @@ class SandboxError(RuntimeError):
 class SandboxSettings:
     timeout_s: float = 3.0  # wall time per task (imports + completion + all its tests)
     memory_mb: int = 1024  # RLIMIT_AS of a task
-    max_processes: int = 64  # RLIMIT_NPROC: counts every process and thread of the uid
+    max_processes: int = 64  # RLIMIT_NPROC: processes and threads of the task (its own user namespace's count)
     max_file_mb: int = 16  # RLIMIT_FSIZE: largest file a task may write
     max_open_files: int = 64  # RLIMIT_NOFILE
     max_output_bytes: int = 1 << 20  # cap on the result a task sends back
-    tmp_mb: int = 64  # size of the sandbox's writable /tmp
-    uid: int = NOBODY  # who tasks run as, when we are root
-    gid: int = NOBODY
+    tmp_mb: int = 64  # size of each task's own /tmp (and of its /dev/shm)
+    uid_base: int = 0x6D620000  # as root: first host uid given to tasks (a range no real user has)
     bwrap: str | None = "bwrap"  # None: do not use bubblewrap
     allow_weak: bool = False  # run without bubblewrap rather than fail (stated in `isolation`)
 
@@ -79,16 +82,18 @@ def _rlimits(s: SandboxSettings) -> dict[str, int]:
         "RLIMIT_FSIZE": s.max_file_mb << 20,
         "RLIMIT_NOFILE": s.max_open_files,
         "RLIMIT_CORE": 0,
+        "RLIMIT_MSGQUEUE": 1 << 16,
     }
 
 
 def _python_prefixes() -> list[str]:
     """Directories the interpreter needs (a venv's and the base installation's), outside /usr."""
-    dirs = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)}
-    return sorted(d for d in dirs if not d.startswith("/usr/"))
+    dirs = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, os.path.dirname(sys.executable))}
+    dirs = {d for d in dirs if not d.startswith("/usr/")}
+    return sorted(d for d in dirs if not any(d.startswith(other + "/") for other in dirs))
 
 
-def bwrap_argv(s: SandboxSettings, zygote_cfg: dict) -> list[str]:
+def bwrap_argv(s: SandboxSettings, template_cfg: dict) -> list[str]:
     argv = [shutil.which(s.bwrap) or s.bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
     argv += ["--unshare-cgroup-try", "--die-with-parent", "--new-session"]
     if os.geteuid() != 0:
@@ -101,28 +106,30 @@ def bwrap_argv(s: SandboxSettings, zygote_cfg: dict) -> list[str]:
         elif path.is_dir():
             argv += ["--ro-bind", str(path), str(path)]
     argv += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
-    for prefix in _python_prefixes():
-        # bwrap copies the modes of the host's parents (/root is 0700): make the path walkable for nobody.
-        parents = [p for p in reversed(Path(prefix).parents) if str(p) != "/"]
-        for parent in parents:
+    argv += ["--proc", "/proc", "--dev", "/dev", "--perms", "0755", "--dir", "/tmp"]  # tasks mount their own /tmp
+    for prefix in _python_prefixes():  # after /tmp: a venv under /tmp must not be hidden by it
+        # bwrap copies the modes of the host's parents (/root is 0700): make the path walkable for tasks.
+        for parent in [p for p in reversed(Path(prefix).parents) if str(p) not in ("/", "/tmp")]:
             argv += ["--perms", "0755", "--dir", str(parent)]
         argv += ["--ro-bind", prefix, prefix]
-    argv += ["--proc", "/proc", "--dev", "/dev"]
-    argv += ["--perms", "1777", "--size", str(s.tmp_mb << 20), "--tmpfs", "/tmp"]
-    argv += ["--ro-bind", str(ZYGOTE), SANDBOX_ZYGOTE]
+    for name in SANDBOX_FILES:
+        argv += ["--ro-bind", str(HERE / name), f"{SANDBOX_DIR}/{name}"]
+    # CAP_SYS_ADMIN: the template unshares a pid namespace per task and re-enters its own.
+    argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SYS_ADMIN"]
     if os.geteuid() == 0:
-        argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-    argv += ["--chdir", "/tmp", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8"]
+        argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_KILL"]
+    argv += ["--chdir", "/", "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "LANG", "C.UTF-8"]
     # One thread per library: RLIMIT_NPROC counts threads, and BLAS pools would eat it.
     argv += ["--setenv", "OMP_NUM_THREADS", "1", "--setenv", "OPENBLAS_NUM_THREADS", "1"]
-    return argv + ["--", sys.executable, "-I", "-B", SANDBOX_ZYGOTE, json.dumps(zygote_cfg)]
+    return argv + ["--", sys.executable, "-I", "-B", f"{SANDBOX_DIR}/zygote.py", json.dumps(template_cfg)]
 
 
 class Worker:
-    """One zygote process (inside bubblewrap when available) and the pipes to it."""
+    """One template process (inside bubblewrap when available) and the control socket to it."""
 
-    def __init__(self, settings: SandboxSettings):
+    def __init__(self, settings: SandboxSettings, index: int = 0):
         self.settings = settings
+        self.index = index
         self.isolation = isolation(settings)
         if not self.isolation.startswith("bwrap") and not settings.allow_weak:
             raise SandboxError(
@@ -130,8 +137,9 @@ class Worker:
                 "or allow the weaker isolation explicitly (allow_weak / --allow-weak-sandbox)"
             )
         self.proc: subprocess.Popen | None = None
+        self.ctl: socket.socket | None = None
         self.tmp_root: str | None = None
-        # The zygote's own stderr (tasks cannot write to it): its traceback, should it ever crash.
+        # The template's own stderr (tasks cannot write to it): its traceback, should it ever crash.
         self.log = tempfile.TemporaryFile()
         self.start()
 
@@ -139,60 +147,137 @@ class Worker:
         s = self.settings
         use_bwrap = self.isolation.startswith("bwrap")
         if not use_bwrap:
-            # No private /tmp: give the tasks a directory of their own that nobody may write to.
+            # No private /tmp: the tasks get directories of their own under this one.
             self.tmp_root = tempfile.mkdtemp(prefix="mbpp-sandbox-")
-            if os.geteuid() == 0:
-                os.chown(self.tmp_root, s.uid, s.gid)
+            os.chmod(self.tmp_root, 0o711)
         cfg = {
-            "uid": s.uid,
-            "gid": s.gid,
+            "uid_base": s.uid_base + self.index * UID_SPAN,
+            "uid_span": UID_SPAN,
             "limits": _rlimits(s),
-            "max_output": s.max_output_bytes,
-            "tmp_root": "/tmp" if use_bwrap else self.tmp_root,
-            "own_pid_namespace": use_bwrap,
+            "timeout": s.timeout_s,
+            "tmp_bytes": s.tmp_mb << 20,
+            "prefixes_in_tmp": [p for p in _python_prefixes() if p.startswith("/tmp/")],
+            "task_namespaces": use_bwrap,
+            "tmp_root": self.tmp_root,
         }
-        argv = bwrap_argv(s, cfg) if use_bwrap else [sys.executable, "-I", "-B", str(ZYGOTE), json.dumps(cfg)]
+        script = f"{SANDBOX_DIR}/zygote.py" if use_bwrap else str(HERE / "zygote.py")
+        argv = bwrap_argv(s, cfg) if use_bwrap else [sys.executable, "-I", "-B", script, json.dumps(cfg)]
+        ours, theirs = socket.socketpair()
         self.proc = subprocess.Popen(
             argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+            stdin=theirs,
+            stdout=subprocess.DEVNULL,
             stderr=self.log,
             start_new_session=True,  # so that close() can kill bwrap and everything under it at once
             env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
         )
-        hello = self._receive(deadline=time.monotonic() + 60)
+        theirs.close()
+        self.ctl = ours
+        hello = self._receive(time.monotonic() + 60)
         if not hello.get("ready"):
             raise SandboxError(f"sandbox worker did not start: {hello}")
 
     def run(self, request: dict) -> dict:
-        """Send one task, wait for its reply. A worker that dies or hangs is restarted and SandboxError raised."""
-        assert self.proc is not None and self.proc.stdin is not None
+        """Run one task: {"exit", "timed_out", "wall", "setup_error", "output": bytes, "truncated"}.
+        A template that dies or hangs is restarted and SandboxError raised."""
+        timeout = self.settings.timeout_s
         try:
-            data = json.dumps(request).encode()
-            self.proc.stdin.write(struct.pack(">I", len(data)) + data)
-            self.proc.stdin.flush()
-            # The zygote enforces the timeout; this margin only catches a zygote that is itself gone or stuck.
-            return self._receive(deadline=time.monotonic() + float(request["timeout"]) + 10)
-        except (OSError, SandboxError, ValueError) as e:
-            self.close()
-            self.start()
-            raise SandboxError(f"sandbox worker died during the task ({e})") from None
+            task, status = self._next_task(time.monotonic() + 30)
+        except (OSError, SandboxError) as e:
+            self._restart()
+            raise SandboxError(f"sandbox worker died before the task ({e})") from None
+        with status:
+            with task:  # closed before waiting for the status: a task still writing gets EPIPE, not stuck
+                output, truncated = self._exchange(task, request, time.monotonic() + timeout + 5)
+            doc = self._status(status, time.monotonic() + 10)
+        wait_status = doc.get("wait_status")
+        return {
+            "exit": os.waitstatus_to_exitcode(wait_status) if isinstance(wait_status, int) else None,
+            "timed_out": doc.get("timed_out") is True,
+            "wall": float(doc.get("wall") or 0.0),
+            "setup_error": None if doc else "the sandbox sent no status for the task",
+            "output": output,
+            "truncated": truncated,
+        }
+
+    def _next_task(self, deadline: float) -> tuple[socket.socket, socket.socket]:
+        """The task and status sockets of the next forked task (the template sends them one ahead)."""
+        assert self.ctl is not None
+        self._wait_readable(self.ctl, deadline)
+        msg, fds, _, _ = socket.recv_fds(self.ctl, 1, 2)
+        if msg != b"T" or len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            code = self.proc.poll() if self.proc is not None else None
+            raise SandboxError(f"unexpected message {msg!r} from the template (exit code {code}){self._log_tail()}")
+        return socket.socket(fileno=fds[0]), socket.socket(fileno=fds[1])
+
+    def _status(self, sock: socket.socket, deadline: float) -> dict:
+        """The template's report on the task (trusted, but bounded anyway); {} if it never came."""
+        data = bytearray()
+        while len(data) <= CONTROL_MSG_BYTES:
+            try:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = sock.recv(CONTROL_MSG_BYTES)
+            except OSError:
+                return {}
+            if not chunk:
+                break
+            data.extend(chunk)
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def _exchange(self, task: socket.socket, request: dict, deadline: float) -> tuple[bytes, bool]:
+        """Send the request, then read the task's result until EOF, the output cap or the deadline. A task
+        that died before reading its request, or never ends its output, just yields what it sent."""
+        data = json.dumps(request).encode()
+        try:
+            task.settimeout(max(deadline - time.monotonic(), 0.001))
+            task.sendall(struct.pack(">I", len(data)) + data)
+            task.shutdown(socket.SHUT_WR)
+        except OSError:  # broken pipe, reset, timeout: the task is gone or stuck; the template reports it
+            return b"", False
+        cap = self.settings.max_output_bytes
+        out = bytearray()
+        while len(out) <= cap:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                task.settimeout(remaining)
+                chunk = task.recv(min(1 << 16, cap + 1 - len(out)))
+            except OSError:
+                break
+            if not chunk:
+                break
+            out.extend(chunk)
+        return bytes(out[:cap]), len(out) > cap
+
+    def _wait_readable(self, sock: socket.socket, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([sock], [], [], remaining)[0]:
+            raise SandboxError("no reply from the sandbox worker in time")
 
     def _receive(self, deadline: float) -> dict:
+        """The template's one JSON message (its hello)."""
         head = self._read_exact(4, deadline)
-        return json.loads(self._read_exact(struct.unpack(">I", head)[0], deadline))
+        n = struct.unpack(">I", head)[0]
+        if n > CONTROL_MSG_BYTES:
+            raise SandboxError(f"control message of {n} bytes")
+        return json.loads(self._read_exact(n, deadline))
 
     def _read_exact(self, n: int, deadline: float) -> bytes:
-        assert self.proc is not None and self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
+        assert self.ctl is not None
         buf = bytearray()
         while len(buf) < n:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                raise SandboxError("no reply from the sandbox worker in time")
-            chunk = os.read(fd, n - len(buf))
+            self._wait_readable(self.ctl, deadline)
+            chunk = self.ctl.recv(n - len(buf))
             if not chunk:
-                raise SandboxError(f"sandbox worker exited (code {self.proc.wait()}){self._log_tail()}")
+                code = self.proc.wait() if self.proc is not None else None
+                raise SandboxError(f"sandbox worker exited (code {code}){self._log_tail()}")
             buf.extend(chunk)
         return bytes(buf)
 
@@ -203,15 +288,18 @@ class Worker:
         self.log.truncate()
         return f": {tail}" if tail else ""
 
+    def _restart(self) -> None:
+        self.close()
+        self.start()
+
     def close(self) -> None:
-        """Stop the zygote. Closing its stdin lets it exit; bwrap then returns only once the kernel has torn
-        down its pid namespace, so no task process outlives this call. A stuck zygote is killed instead."""
+        """Stop the template. Closing its control socket makes it kill its tasks and exit (a task that got no
+        request sees EOF); bwrap returns only once the kernel has torn down its pid namespace, so no task
+        process outlives this call. A stuck one is killed."""
+        if self.ctl is not None:
+            self.ctl.close()
+            self.ctl = None
         if self.proc is not None:
-            for f in (self.proc.stdin, self.proc.stdout):
-                try:
-                    f.close()
-                except OSError:  # a broken pipe while flushing: the process is gone anyway
-                    pass
             try:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -232,8 +320,9 @@ class SandboxPool:
         self.settings = settings
         self.isolation = isolation(settings)
         self._jobs: queue.Queue = queue.Queue()
+        self.workers: list[Worker] = []
         started: queue.Queue = queue.Queue()
-        self._threads = [threading.Thread(target=self._serve, args=(started,), daemon=True) for _ in range(n)]
+        self._threads = [threading.Thread(target=self._serve, args=(i, started), daemon=True) for i in range(n)]
         for t in self._threads:
             t.start()
         errors = [e for e in (started.get() for _ in self._threads) if e is not None]
@@ -241,23 +330,28 @@ class SandboxPool:
             self.close()
             raise errors[0]
 
-    def _serve(self, started: queue.Queue) -> None:
+    def _serve(self, index: int, started: queue.Queue) -> None:
         try:
-            worker = Worker(self.settings)
+            worker = Worker(self.settings, index)
         except SandboxError as e:
             started.put(e)
             return
+        self.workers.append(worker)
         started.put(None)
         try:
             while (job := self._jobs.get()) is not None:
-                index, req, out = job
+                i, req, out = job
                 try:
                     reply = worker.run(req)
                 except SandboxError as e:
                     reply = {"worker_error": str(e)}
-                out.put((index, reply))
+                out.put((i, reply))
         finally:
             worker.close()
+
+    def pids(self) -> list[int]:
+        """The processes this pool started (its bwrap or template processes); tasks run below them."""
+        return [w.proc.pid for w in self.workers if w.proc is not None]
 
     def run_all(self, requests: Iterable[dict]) -> Iterator[tuple[int, dict]]:
         """Queue each request as soon as the iterable yields it (workers start while later ones are still

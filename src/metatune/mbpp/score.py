@@ -4,7 +4,7 @@ Results JSON (DESIGN.md contract, written atomically):
     {"pass@1": float, "pass@10": float, ...       one key per k (k <= samples of every task)
      "syntax_rate": float,                         share of completions that parse
      "n_tasks": int, "n_samples": int,
-     "isolation": "bwrap+setuid+rlimits" | weaker fallback, named,
+     "isolation": "bwrap+setuid+rlimits" (root) | "bwrap+rlimits" | weaker fallback, named,
      "timings": {"wall_s", "exec_mean_s", "exec_max_s"},
      "per_task": [{"task_id", "passed", "status", "reason", "n", "n_passed", "wall_s"}, ...]}
 A task row's `passed`/`status`/`reason` describe its first sample (sample 0: the greedy one); `n_passed` of

@@ -1,34 +1,45 @@
-"""The sandbox's zygote: a long-lived process that forks one child per untrusted program.
+"""The sandbox's template: a pre-imported process that forks one fresh task per completion and never sees one.
 
-Run as a script (standard library only) inside bubblewrap by metatune.mbpp.sandbox; never imported by the
-trusted side. Starting a Python interpreter costs ~20 ms plus its imports; forking this already-warm process
-costs well under 1 ms, which is where the harness gets its speed.
+Run as a script (standard library only, plus wire.py beside it) inside bubblewrap by metatune.mbpp.sandbox;
+never imported by the trusted side. Forking this warm process costs far less than starting an interpreter.
 
-Protocol on the pipes the trusted side holds (each message: 4-byte big-endian length + UTF-8 JSON):
-    zygote -> parent  {"ready": true}                           once, after setup
-    parent -> zygote  {"code", "setup", "imports", "exprs", "timeout"}
-    zygote -> parent  {"exit", "timed_out", "wall", "output", "truncated"}
-`output` is what the child wrote on its result pipe, capped at max_output bytes. It is untrusted data: the
-parent parses it strictly. The request never contains an expected value (see metatune.mbpp.checks).
+What the template never holds: a request, a completion, a result. Per task it forks, and passes the parent
+(over its control socket, SCM_RIGHTS) two socket ends: the task's, on which the parent writes the request and
+reads the result, and a status socket, on which the template reports the task's end. So a task's memory is
+the template's (imports only) plus its own request: nothing an earlier task sent or received is there to find.
 
-Isolation done here (bubblewrap adds the namespaces and the read-only file system around it):
-  - the zygote drops to `nobody` right away (it starts as root only so that it can) and makes itself
-    non-dumpable, so a child running as the same uid cannot ptrace it or open /proc/<zygote>/fd or mem;
-  - each child starts a new session, keeps only its result pipe open, applies rlimits (CPU time, address
-    space, processes, file size, open files, no core dumps) and then runs the untrusted code;
-  - after the child exits or its wall time runs out, every process of the task is SIGKILLed: with a pid
-    namespace, kill(-1) from `nobody` reaches every task process, even ones that double-forked into a new
-    session, and nothing outside the namespace; without one (fallback), only the child's process group.
+Protocol on the control socket:
+    template -> parent  {"ready": true, "uid": int}       once, after setup (4-byte big-endian length + JSON)
+    template -> parent  b"T" + [task socket, status socket] (SCM_RIGHTS) for every task, in order, one ahead
+    parent closes it    the template kills whatever is left and exits
+On the task socket: parent -> task {"code", "setup", "imports", "cuts": [[source, "value" | "truth"]]} (framed
+like above), then task -> parent wire.encode_result(...) until EOF, decoded strictly (wire.decode_result).
+On the status socket: template -> parent {"wait_status", "timed_out", "wall"}, then EOF.
+
+Each task, with `task_namespaces` (always inside bubblewrap), is pid 1 of a pid namespace of its own (the
+template unshares one for each fork and re-enters its own right after). Before it reads its request it drops
+to a host uid of its own when the template is root (a fresh one per task), unshares a user, ipc and mount
+namespace and maps just that uid, mounts a fresh size-limited tmpfs on /tmp and /dev/shm (the interpreter's
+prefix bound back if it lives under /tmp), joins a new session keyring, sets rlimits, drops every capability
+and sets no-new-privileges; then the completion runs. The template starts its wall clock when the task has
+its request, and kills it when it runs out. When the task dies the kernel kills everything in its pid
+namespace; the namespaces, their tmpfs, SysV IPC objects and keyrings go with them. Processes of one task
+cannot name the template, the parent or another task (no pid to kill, prlimit, setpriority or ptrace), the
+next task waiting its turn is undumpable, and their process count is their own user namespace's
+(RLIMIT_NPROC counts per user namespace).
+Without namespaces (the explicit weak fallback outside bubblewrap) a task gets a directory of its own, runs as a
+uid of its own if we are root, and every process that stays below the template (a child subreaper) is killed.
 """
 
-import builtins
 import ctypes
 import json
 import os
+import platform
 import resource
 import select
 import shutil
 import signal
+import socket
 import struct
 import sys
 import time
@@ -36,42 +47,63 @@ import time
 # Modules MBPP solutions import most (counted over mbpp.jsonl): imported once here, inherited by every fork.
 import array, bisect, cmath, collections, copy, datetime, functools, heapq, itertools, math, operator, re, string  # noqa: E401,F401,E501
 
-# Bound before any untrusted code runs: a completion that patches builtins.type must not blind the encoder.
-_type, _issubclass = type, issubclass
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wire  # noqa: E402
 
-PR_SET_DUMPABLE = 4
+libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER = 4, 24, 38, 36
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID = 0x20000, 0x08000000, 0x10000000, 0x20000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 0x1000, 0x4000, 1 << 18
+CAP_KILL, CAP_SETGID, CAP_SETUID, CAP_SYS_ADMIN = 5, 6, 7, 21
+KEYCTL_JOIN_SESSION_KEYRING = 1
+SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}.get(platform.machine())
+TASK_UID = 1000  # the task's uid inside its own user namespace
 RESULT_FD = 3
-MAX_DEPTH = 100
 
 
-# ---------------------------------------------------------------- the child side (runs untrusted code)
+def _check(ret, what):
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
 
-def encode(value, depth=0):
-    """Plain data as tagged JSON. Built-in types only (subclasses are read through the base type's own
-    methods, so an overridden __eq__, __iter__ or __repr__ is never called); anything else is refused."""
-    if depth > MAX_DEPTH:
-        raise ValueError("value nested too deeply")
-    t = _type(value)
-    if value is None:
-        return ["none"]
-    if t is bool:
-        return ["bool", value is True]
-    if _issubclass(t, int):
-        return ["int", int.__repr__(value)]
-    if _issubclass(t, float):
-        return ["float", float.__repr__(value)]
-    if _issubclass(t, complex):
-        return ["complex", complex.__repr__(value)]
-    if _issubclass(t, str):
-        return ["str", str.__str__(value)]
-    if _issubclass(t, bytes):
-        return ["bytes", bytes.hex(value)]
-    for base in (list, tuple, set, frozenset):
-        if _issubclass(t, base):
-            return [base.__name__, [encode(x, depth + 1) for x in base.__iter__(value)]]
-    if _issubclass(t, dict):
-        return ["dict", [[encode(k, depth + 1), encode(v, depth + 1)] for k, v in dict.items(value)]]
-    raise TypeError(f"cannot return a {t.__name__!s} (only built-in data types)")
+
+def mount(source, target, fstype, flags, options=None):
+    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    _check(libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(options)), f"mount {target}")
+
+
+def set_capabilities(keep=()):
+    """Keep only `keep` (capability numbers): drop the rest from the bounding set, then from every set."""
+    for cap in range(64):
+        if cap not in keep:
+            libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the last capability: nothing to drop
+    bits = sum(1 << c for c in keep)
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    data = (ctypes.c_uint32 * 6)(bits, bits, 0, 0, 0, 0)  # effective, permitted, inheritable (two 32-bit words)
+    _check(libc.capset(header, data), "capset")
+
+
+# ---------------------------------------------------------------- inside the task (G runs the completion)
+
+def run_task(req):
+    """Imports, completion and setup, then every cut; the result document as bytes."""
+    ns = {"__name__": "__mbpp__", "__builtins__": __builtins__}
+    for phase, source in (("imports", req["imports"]), ("completion", req["code"]), ("setup", req["setup"])):
+        try:
+            exec(compile(source, f"<{phase}>", "exec"), ns)
+        except BaseException as e:  # SystemExit and KeyboardInterrupt too: they must not end the run silently
+            return wire.encode_result(f"{phase}: {describe(e)}", None)
+    entries = []
+    for source, need in req["cuts"]:
+        try:
+            value = eval(compile(source, "<test>", "eval"), ns)
+            if need == "truth":  # `True if value`: no lookup of `bool`, which a completion may have patched
+                entries.append(["ok", ["bool", True if value else False]])  # noqa: SIM210
+            else:
+                entries.append(["ok", wire.encode(value)])
+        except BaseException as e:
+            entries.append(["raise", describe(e)])
+    return wire.encode_result(None, entries)
 
 
 def describe(exc):
@@ -79,41 +111,70 @@ def describe(exc):
     try:
         text = f"{type(exc).__name__}: {exc}"
     except BaseException:
-        text = type(exc).__name__
+        text = "an exception that cannot be described"
     return text[:300]
 
 
-def run_task(req):
-    """Run imports, completion and setup, then every expression; return the result document."""
-    ns = {"__name__": "__mbpp__", "__builtins__": builtins}
-    for phase, source in (("imports", req["imports"]), ("completion", req["code"]), ("setup", req["setup"])):
-        try:
-            exec(compile(source, f"<{phase}>", "exec"), ns)
-        except BaseException as e:  # SystemExit and KeyboardInterrupt too: they must not end the run silently
-            return {"load_error": f"{phase}: {describe(e)}", "values": []}
-    values = []
-    for expr in req["exprs"]:
-        try:
-            values.append(["ok", encode(eval(compile(expr, "<test>", "eval"), ns))])
-        except BaseException as e:
-            values.append(["raise", describe(e)])
-    return {"load_error": None, "values": values}
+def private_mounts(cfg):
+    """The task's own mount tree: nothing it mounts or writes is seen outside, and it all vanishes with it."""
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    keep = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in cfg["prefixes_in_tmp"]]  # before the tmpfs hides them
+    size = cfg["tmp_bytes"]
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},nr_inodes=8192,mode=1777")
+    for path, fd in zip(cfg["prefixes_in_tmp"], keep):
+        os.makedirs(path, mode=0o755)
+        mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)  # stays read-only: the source mount is
+        os.close(fd)
+    mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},nr_inodes=1024,mode=1777")
 
 
-def child_main(req, result_w, limits, task_dir):
-    """In the forked child: shed everything the zygote holds, limit it, run, report. Never returns."""
+def isolate(cfg, uid):
+    """A uid (as root), then a user, ipc and mount namespace of the task's own, private /tmp and /dev/shm, a
+    fresh session keyring (the user keyring is the new user namespace's)."""
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)  # from root: every capability goes with it
+    if not cfg["task_namespaces"]:
+        return
+    libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # the uid change made us undumpable: /proc/self/*_map were root's
+    outer_uid, outer_gid = os.getuid(), os.getgid()
+    _check(libc.unshare(CLONE_NEWUSER | CLONE_NEWIPC | CLONE_NEWNS), "unshare")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{TASK_UID} {outer_uid} 1"),
+                       ("gid_map", f"{TASK_UID} {outer_gid} 1")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no task of the same uid may read or write this one's memory
+    private_mounts(cfg)
+    if SYS_KEYCTL is not None:
+        libc.syscall(SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, None)
+
+
+def task_main(cfg, sock, started_w, uid, task_dir):
+    """The task (pid 1 of its own pid namespace): isolate, take the request, tell the template the clock
+    starts, run it, report. Never returns."""
     try:
+        try:
+            isolate(cfg, uid)
+        except OSError as e:  # never run a completion with less isolation than promised
+            sock.sendall(wire.encode_result(f"sandbox setup: {describe(e)}", None))
+            os._exit(0)
         os.setsid()
+        req = read_msg(sock.fileno())
+        os.close(started_w)  # EOF on the template's side: the request is here, the wall clock runs
         devnull = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):  # the zygote's stderr (its crash log) stays out of reach too
+        for fd in (0, 1, 2):  # before the result socket goes to fd 3, which devnull itself may be
             os.dup2(devnull, fd)
-        os.dup2(result_w, RESULT_FD)
-        os.closerange(RESULT_FD + 1, 65536)  # the zygote's control pipes among them
-        for name, value in limits.items():
+        os.dup2(sock.fileno(), RESULT_FD)
+        os.closerange(RESULT_FD + 1, 1 << 16)
+        for name, value in cfg["limits"].items():
             resource.setrlimit(getattr(resource, name), (value, value))
+        if cfg["task_namespaces"]:
+            set_capabilities()
+        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
         os.chdir(task_dir)
         os.environ["HOME"] = os.environ["TMPDIR"] = task_dir
-        data = json.dumps(run_task(req)).encode()
+        data = run_task(req)
         for i in range(0, len(data), 65536):
             os.write(RESULT_FD, data[i : i + 65536])
     except BaseException:
@@ -121,98 +182,100 @@ def child_main(req, result_w, limits, task_dir):
     os._exit(0)
 
 
-# ---------------------------------------------------------------- the zygote side (trusted code)
+# ---------------------------------------------------------------- the template (trusted code)
 
-def kill_task(pid, own_pid_namespace):
-    """SIGKILL every process of the task; with a pid namespace, loop until none is left."""
-    if not own_pid_namespace:
+class Task:
+    """A forked task, and what the template keeps of it: its pid, the end of the pipe it closes once it has
+    its request, and the status socket whose other end the parent holds."""
+
+    def __init__(self, cfg, ctl, serial, own_pid_ns):
+        uid = None
+        if os.getuid() == 0 and cfg["uid_base"] is not None:
+            uid = cfg["uid_base"] + serial % cfg["uid_span"]
+        self.task_dir = "/tmp"
+        if not cfg["task_namespaces"]:
+            self.task_dir = os.path.join(cfg["tmp_root"], f"task{serial}")
+            os.mkdir(self.task_dir, 0o700)
+            if uid is not None:
+                os.chown(self.task_dir, uid, uid)
+        task_parent, task_child = socket.socketpair()
+        status_parent, self.status = socket.socketpair()
+        self.started_r, started_w = os.pipe()
+        if own_pid_ns is not None:  # the next child is pid 1 of a new pid namespace...
+            _check(libc.unshare(CLONE_NEWPID), "unshare")
+        self.pid = os.fork()
+        if self.pid == 0:  # keep only our own two ends (and stderr): not those of the task still running
+            close_all_but({2, task_child.fileno(), started_w})
+            task_main(cfg, task_child, started_w, uid, self.task_dir)
+        if own_pid_ns is not None:  # ... and the ones after it are not
+            _check(libc.setns(own_pid_ns, CLONE_NEWPID), "setns")
+        task_child.close()
+        os.close(started_w)
+        self.pidfd = os.pidfd_open(self.pid)
+        socket.send_fds(ctl, [b"T"], [task_parent.fileno(), status_parent.fileno()])
+        task_parent.close()
+        status_parent.close()
+
+    def supervise(self, cfg, ctl):
+        """Wait for the task to end, killing it (and with it its pid namespace) when its wall time, counted
+        from its request, runs out; send its status to the parent. False if the parent went away."""
+        start = deadline = None
+        timed_out = False
+        watch = [self.pidfd, self.started_r, ctl]
+        while True:
+            wait = None if deadline is None else max(deadline - time.monotonic(), 0)
+            ready = select.select(watch, [], [], wait)[0]
+            if ctl in ready:
+                return False
+            if self.pidfd in ready:
+                break
+            if self.started_r in ready:
+                watch.remove(self.started_r)
+                start = time.monotonic()
+                deadline = start + cfg["timeout"]
+            elif not ready:
+                timed_out = True
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                deadline = None
+        wait_status = os.waitpid(self.pid, 0)[1]
+        status = {"wait_status": wait_status, "timed_out": timed_out,
+                  "wall": time.monotonic() - start if start is not None else 0.0}
+        for fd in (self.pidfd, self.started_r):
+            os.close(fd)
         try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
+            self.status.sendall(json.dumps(status).encode())
+        except OSError:  # the parent stopped waiting for this task
             pass
-        return
-    me = os.getpid()
-    for _ in range(100):
-        try:
-            os.kill(-1, signal.SIGKILL)  # every process this uid may signal in the namespace, except us
-        except ProcessLookupError:
-            pass
-        left = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me) and not _zombie(p)]
-        if not left:
-            return
-        time.sleep(0.01)
+        self.status.close()
+        return True
 
 
-def _zombie(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-    except OSError:
-        return True  # already gone
+def close_all_but(keep):
+    """Close every file descriptor but those in `keep`."""
+    low = 0
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
 
 
-def run_one(req, cfg, serial):
-    task_dir = os.path.join(cfg["tmp_root"], f"task{serial}")
-    os.mkdir(task_dir, 0o700)
-    read_fd, write_fd = os.pipe()
-    start = time.monotonic()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        child_main(req, write_fd, cfg["limits"], task_dir)
-    os.close(write_fd)
-    pidfd = os.pidfd_open(pid)
-    out, truncated, timed_out = bytearray(), False, False
-    deadline = start + float(req["timeout"])
-    watch = [read_fd, pidfd]
+def children():
+    """Pids of this process's children (task processes re-parent here: we are a child subreaper)."""
+    pids = []
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    return pids
 
-    def take(chunk):
-        nonlocal truncated
-        room = cfg["max_output"] - len(out)
-        out.extend(chunk[: max(room, 0)])
-        truncated |= len(chunk) > room
 
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            timed_out = True
-            break
-        ready, _, _ = select.select(watch, [], [], remaining)
-        if read_fd in ready:
-            chunk = os.read(read_fd, 65536)
-            if chunk:
-                take(chunk)
-            else:  # EOF: the child closed its end; keep waiting for its exit
-                watch.remove(read_fd)
-        if pidfd in ready:
-            break
-    kill_task(pid, cfg["own_pid_namespace"])
-    _, status = os.waitpid(pid, 0)
-    wall = time.monotonic() - start
-    os.set_blocking(read_fd, False)  # anything still buffered from writers that are dead by now
-    try:
-        while chunk := os.read(read_fd, 65536):
-            take(chunk)
-    except BlockingIOError:
-        pass
-    os.close(read_fd)
-    os.close(pidfd)
-    for entry in os.listdir(cfg["tmp_root"]):  # whatever the task wrote, wherever it could
-        path = os.path.join(cfg["tmp_root"], entry)
-        try:
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            else:
-                os.unlink(path)
-        except OSError:
-            pass  # a task that made its leftovers undeletable only costs space; the next one gets a new dir
-    return {
-        "exit": os.waitstatus_to_exitcode(status),
-        "timed_out": timed_out,
-        "wall": wall,
-        "output": out.decode("utf-8", "replace"),
-        "truncated": truncated,
-    }
+def kill_all_children():
+    """SIGKILL and reap every process below the template, until none is left. Listed children are not
+    reaped yet, so their pids cannot have been reused."""
+    while pids := children():
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        for pid in pids:
+            os.waitpid(pid, 0)
 
 
 def read_msg(fd):
@@ -232,31 +295,65 @@ def _read_exact(fd, n):
     return bytes(buf)
 
 
-def write_msg(fd, obj):
+def write_msg(sock, obj):
     data = json.dumps(obj).encode()
-    data = struct.pack(">I", len(data)) + data
-    while data:
-        data = data[os.write(fd, data) :]
+    sock.sendall(struct.pack(">I", len(data)) + data)
+
+
+def reenterable_pid_namespace(ctl):
+    """An fd of our pid namespace, which we must be able to re-enter (setns) after each task's unshare.
+    As root we can. Otherwise bubblewrap's pid namespace belongs to a user namespace we hold no capability
+    in: make a user and pid namespace of our own, and go on as its pid 1 (the process before waits)."""
+    if os.getuid() != 0:
+        uid, gid = os.getuid(), os.getgid()
+        _check(libc.unshare(CLONE_NEWUSER | CLONE_NEWPID), "unshare")
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+        pid = os.fork()
+        if pid != 0:
+            close_all_but({2})
+            os._exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) & 0xFF)
+    return os.open("/proc/self/ns/pid", os.O_RDONLY)
 
 
 def main():
     cfg = json.loads(sys.argv[1])
-    # Keep the control pipes away from 0/1 so nothing printed by accident corrupts the protocol; stderr stays
-    # (the parent's log of this zygote, for its own tracebacks).
-    ctl_in, ctl_out = os.dup(0), os.dup(1)
+    ctl = socket.socket(fileno=os.dup(0))
     devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1):
+    for fd in (0, 1):  # stderr stays: the parent's log of the template, for its own tracebacks
         os.dup2(devnull, fd)
-    if os.getuid() == 0 and cfg["uid"] is not None:
-        os.setgroups([])
-        os.setgid(cfg["gid"])
-        os.setuid(cfg["uid"])
-    ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-    write_msg(ctl_out, {"ready": True, "uid": os.getuid()})
+    own_pid_ns = None
+    if cfg["task_namespaces"]:
+        own_pid_ns = reenterable_pid_namespace(ctl)
+        root = os.getuid() == 0
+        set_capabilities(keep=(CAP_KILL, CAP_SETUID, CAP_SETGID, CAP_SYS_ADMIN) if root else (CAP_SYS_ADMIN,))
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    # With namespaces the next task is forked and handed over while the current one runs: its set-up is off
+    # the critical path, and no task can reach another. Without them a waiting task would be exposed.
+    prefork = cfg["task_namespaces"]
+    write_msg(ctl, {"ready": True, "uid": os.getuid()})
     serial = 0
-    while (req := read_msg(ctl_in)) is not None:
+
+    def start():
+        nonlocal serial
         serial += 1
-        write_msg(ctl_out, run_one(req, cfg, serial))
+        return Task(cfg, ctl, serial, own_pid_ns)
+
+    try:
+        running = start()
+        waiting = start() if prefork else None
+        while running.supervise(cfg, ctl):
+            if not cfg["task_namespaces"]:
+                kill_all_children()  # whatever escaped the task's process tree
+                shutil.rmtree(running.task_dir, ignore_errors=True)
+            running = waiting or start()
+            waiting = start() if prefork else None
+    except (BrokenPipeError, ConnectionResetError):  # the parent went away while we handed a task over
+        pass
+    finally:
+        kill_all_children()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ MBPP table to tidy pandas frames. No plotting here."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable
@@ -18,7 +17,7 @@ from metatune.io import DataError
 SEARCH_STAGES = ("stage1", "stage2")
 # What the transfer plot explains with metafeatures, where the space has them.
 TRANSFER_TARGETS = ("learning_rate", "lora_r")
-MBPP_COLUMNS = ("dataset", "adapter_pass@1", "baseline_pass@1", "diff", "ci95_low", "ci95_high")
+MBPP_COLUMNS = ("dataset", "adapter_pass@1", "baseline_pass@1", "diff", "ci95_low", "ci95_high", "verdict")
 RERUN_ID = re.compile(r"top(?P<rank>\d+)-seed(?P<seed>\d+)")
 
 
@@ -27,11 +26,25 @@ def read_runs(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"run_id": str, "stage": str, "dataset": str, "status": str, "error": str})
 
 
+BEST_TEXT = ("dataset", "source_run_id", "winner", "verdict", "tied_with", "verdict_reason", "comparison",
+             "search_stage")
+
+
 def read_best(path: str | Path) -> pd.DataFrame:
-    best = pd.read_csv(path, dtype={"dataset": str, "source_run_id": str, "hp": str, "winner": str})
+    """best.csv (docs/tables.md) with `winner` as a bool, empty text as "", and `hp`: each row's configuration as
+    a dict of Python values, rebuilt from its hp_* columns (a parameter the configuration lacks is empty there)."""
+    best = pd.read_csv(path, dtype=dict.fromkeys(BEST_TEXT, str))
+    best[list(BEST_TEXT)] = best[list(BEST_TEXT)].fillna("")
     best["winner"] = best["winner"].eq("True")
-    best["hp"] = best["hp"].map(json.loads)
+    hp_columns = [c for c in best.columns if c.startswith("hp_")]
+    best["hp"] = [{c.removeprefix("hp_"): _python(v) for c, v in zip(hp_columns, row) if not pd.isna(v)}
+                  for row in best[hp_columns].itertuples(index=False)]
     return best
+
+
+def _python(value):
+    """numpy's scalars as the Python int, float or str they hold (JSON and the optimizer expect those)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def datasets(runs: pd.DataFrame) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -160,23 +161,34 @@ def stage_gain(gain: pd.DataFrame, out: str | Path) -> None:
     save(fig, out)
 
 
+COMPARISON_COLORS = {"winner": "tab:red", "not separated": "tab:orange"}  # the rest (beaten or unjudged): gray
+
+
 def rerun_intervals(best: pd.DataFrame, seeds: pd.DataFrame, out: str | Path) -> None:
-    """Each rerun configuration's mean loss and 95% interval over seeds, its seeds as dots, the winner in red."""
+    """Each rerun configuration's mean loss and 95% interval over seeds, its seeds as dots; the winner in red,
+    those it is tied with in orange, and the dataset's verdict in words under each panel."""
     names = list(dict.fromkeys(best["dataset"]))
-    fig, axes = panels(len(names), 3, (4.0, 3.2))
+    fig, axes = panels(len(names), 3, (4.4, 3.6))
     for ax, name in zip(axes, names):
         b = best[best["dataset"].eq(name)]
         for row in b.itertuples():
-            color = "tab:red" if row.winner else "tab:gray"
-            ax.errorbar([row.rank], [row.mean_val_loss], capsize=6, color=color, marker="o", markersize=7,
-                        yerr=[[row.mean_val_loss - row.ci95_low], [row.ci95_high - row.mean_val_loss]])
+            color = COMPARISON_COLORS.get(row.comparison, "tab:gray")
+            has_interval = not math.isnan(row.ci95_low)
+            yerr = [[row.mean_val_loss - row.ci95_low], [row.ci95_high - row.mean_val_loss]] if has_interval else None
+            ax.errorbar([row.rank], [row.mean_val_loss], yerr=yerr, capsize=6, color=color, marker="o", markersize=7)
             s = seeds[seeds["dataset"].eq(name) & seeds["rank"].eq(row.rank)]
             ax.scatter(np.full(len(s), row.rank + 0.12), ok_loss(s), s=14, color="k", alpha=0.6)
+            if not math.isnan(row.p_better_than_winner):  # the paired numbers: what the verdict rests on
+                ax.annotate(f"{row.diff_vs_winner:+.4f} paired\nP(better) {row.p_better_than_winner:.2f}",
+                            (row.rank, row.mean_val_loss), xytext=(-10, 0), textcoords="offset points", fontsize=7,
+                            ha="right", va="center", color=color)  # left: the seeds' dots are on the right
         ax.set_xticks(list(b["rank"]), [f"top{r}" for r in b["rank"]])
-        ax.set_xlim(b["rank"].min() - 0.5, b["rank"].max() + 0.5)
-        ax.set_title(name)
+        ax.set_xlim(b["rank"].min() - 0.9, b["rank"].max() + 0.5)  # room for the paired numbers on the left
+        ax.set_title(f"{name}: {b['verdict'].iloc[0]}")
         ax.set_ylabel("validation loss")
-    fig.suptitle("rerun mean and 95% interval per configuration (red: winner; dots: seeds)")
+        ax.text(0.5, -0.14, textwrap.fill(b["verdict_reason"].iloc[0], 52), transform=ax.transAxes, ha="center",
+                va="top", fontsize=8)
+    fig.suptitle("rerun mean and 95% interval per configuration (red: winner; orange: tied with it; dots: seeds)")
     save(fig, out)
 
 
@@ -255,6 +267,7 @@ def mbpp_comparison(table: pd.DataFrame, out: str | Path) -> None:
     right.errorbar(table["diff"], y, xerr=[table["diff"] - table["ci95_low"], table["ci95_high"] - table["diff"]],
                    fmt="o", capsize=5, color="tab:blue")
     right.axvline(0, color="k", linewidth=1)
-    right.set_yticks(y, table["dataset"])
-    right.set_xlabel("pass@1 difference, adapter - base (95% interval)")
+    right.set_yticks(y, [f"{d}: {v}" for d, v in zip(table["dataset"], table["verdict"])])
+    right.set_xlabel("pass@1 difference, adapter - base, task by task (95% interval)")
+    right.set_title("adapter against the base model: better, worse or not separated")
     save(fig, out)
