@@ -8,7 +8,7 @@ import random
 
 import pandas as pd
 import pytest
-from conftest import ROOT, run_snakemake
+from conftest import ROOT
 
 from metatune import cli
 from metatune.recommend import recommend
@@ -18,11 +18,10 @@ TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
-def recommended(tmp_path_factory):
-    """The tiny sweep's `recommendations` target: stage 1 of both datasets, then one file per dataset."""
-    workdir = tmp_path_factory.mktemp("recommend")
-    run_snakemake(workdir, "recommendations", "--cores", "2", "--configfile", str(TINY))
-    return workdir
+def recommended(tiny_sweep):
+    """The session's tiny sweep: its `recommendations` target wrote one file per dataset (for the summary)."""
+    assert sorted(p.name for p in (tiny_sweep / "results" / "recommend").glob("*.json")) == ["arith.json", "markov.json"]
+    return tiny_sweep
 
 
 def cli_json(capsys, *args: str) -> dict:
