@@ -10,7 +10,8 @@ rungs too); each method then replays those curves, so all methods see exactly th
 (d) optuna_sha / optuna_hyperband: Optuna's pruners through ask/tell, one trial at a time in a seeded random
     order, reporting the curve point by point; a pruned trial stops there.
 A method's winner is the lowest final loss among the configurations it trained to the full budget (for Optuna's
-pruners, which may stop every trial when early leaders diverge later, else the best of those that got furthest). Its tokens
+pruners, which may stop every trial when early leaders diverge later: else the best of those that got
+furthest). Its tokens
 are what it trained in all (a continued trial pays only for the tokens beyond its checkpoint).
 
 Normalized regret of a winner: (its final loss - (a)'s winner's) / (median final loss - (a)'s winner's) of that

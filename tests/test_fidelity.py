@@ -276,8 +276,8 @@ def test_a_trials_own_curve_is_no_reference_for_it():
 
 def test_read_curves_names_a_broken_line(tmp_path):
     path = tmp_path / "curves.jsonl"
-    path.write_text(json.dumps({"dataset": "a", "hp": HP, "token_budget": 100,
-                                "curve": [{"tokens": 100, "val_loss": 2.0}]}) + "\n" + json.dumps({"dataset": "b"}) + "\n")
+    good = {"dataset": "a", "hp": HP, "token_budget": 100, "curve": [{"tokens": 100, "val_loss": 2.0}]}
+    path.write_text(json.dumps(good) + "\n" + json.dumps({"dataset": "b"}) + "\n")
     with pytest.raises(DataError, match="line 2"):
         fidelity.read_curves([path])
 

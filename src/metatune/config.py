@@ -196,7 +196,8 @@ def check_fidelity(config: dict) -> None:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     s1 = config["stage1"]
-    n_stage1 = s1["size"] if s1["design"] != "factorial" else math.prod(len(p["grid"]) for p in config["space"].values())
+    n_grid = math.prod(len(p["grid"]) for p in config["space"].values())
+    n_stage1 = s1["size"] if s1["design"] != "factorial" else n_grid
     n_full = rung_schedule(n_stage1, s1["token_budget"], settings)[-1].n_trials
     if config["stage2"]["rounds"] == 0 and config["rerun"]["top_k"] > n_full:
         raise ConfigError(f"rerun.top_k: {config['rerun']['top_k']} is more than the {n_full} stage-1 trials that "

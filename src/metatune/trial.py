@@ -19,9 +19,8 @@ from dataclasses import asdict, replace
 from importlib import import_module
 from pathlib import Path
 
-from metatune import __version__
+from metatune import __version__, fidelity
 from metatune.contract import TrialOutcome, TrialSpec, validate_metrics
-from metatune import fidelity
 from metatune.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from metatune.space import stage1_trial_id
 from metatune.trainers import registry

@@ -44,8 +44,8 @@ def frozen_trial(m: dict, dists: dict, curve: list[dict] | None = None):
 def rung_curves(collected) -> dict[tuple, list[dict]]:
     """The curves of the collected trials (history.CollectedTrial) that ran at rungs, by (dataset, stage, run_id):
     only those, as a sweep without rungs has no pruned trial and thousands of curves to read."""
-    return {(t.metrics["dataset"], t.metrics["stage"], t.metrics["run_id"]): read_curve_csv(Path(t.path).with_name("curve.csv"))
-            for t in collected if t.metrics.get("rung") is not None}
+    return {(t.metrics["dataset"], t.metrics["stage"], t.metrics["run_id"]):
+            read_curve_csv(Path(t.path).with_name("curve.csv")) for t in collected if t.metrics.get("rung") is not None}
 
 
 def write_journal(path: str | Path, metrics: list[dict], space: dict, dataset_order: list[str],
