@@ -20,12 +20,17 @@ from metatune import fidelity as metatune_fidelity
 from metatune import space as metatune_space
 from metatune.trainers import registry as metatune_trainers
 
+# The config is resolved from the files given on the command line (or a profile's configfile), else the demo,
+# then the --config overrides: Snakemake's own key-by-key merge of them is replaced. Cluster jobs re-read this
+# with the same arguments and so resolve the same config. `metatune check-config` calls the same function.
 try:
-    _validated = metatune_config.validate(config)
+    _resolved = metatune_config.resolve(
+        workflow.overwrite_configfiles, workflow.config_settings.config
+    )
 except metatune_config.ConfigError as e:
     raise WorkflowError(f"invalid config: {e}")
 config.clear()
-config.update(_validated)
+config.update(_resolved)
 
 
 def profile_slurm_account():
