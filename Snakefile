@@ -32,3 +32,5 @@ rule all:
         recommendations=rules.recommendations.input if len(DATASETS) > 1 else [],
         mbpp=rules.mbpp.input if MBPP_DATASETS else [],
         report=rules.report_files.input,
+        # the sweep's curves, for the learned promotion of the next one
+        curves=rules.fidelity_curves.output if FIDELITY else [],

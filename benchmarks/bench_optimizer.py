@@ -39,7 +39,7 @@ import yaml
 
 from metatune import optimizer
 from metatune.contract import TrialSpec
-from metatune.space import coerce, from_unit, unit_matrix
+from metatune.space import Param, Space
 from metatune.trainers.simulated import simulate
 
 # Optuna's GP sampler is left out by default: about 3 s a proposal here, an hour for the whole protocol.
@@ -71,7 +71,7 @@ class Table:
 
 def make_table(space: dict, configs: list[dict], objective, status) -> Table:
     frame = pd.DataFrame(configs, columns=list(space))
-    return Table(frame, unit_matrix(space, frame), np.asarray(objective, dtype=float), np.asarray(status))
+    return Table(frame, Space.parse(space).unit_matrix(frame), np.asarray(objective, dtype=float), np.asarray(status))
 
 
 # --- the simulated benchmark -------------------------------------------------------------------------------
@@ -106,8 +106,8 @@ def dense_grid(space: dict) -> list[dict]:
             axes.append(list(p["choices"]))
         else:
             k = DENSE_LEVELS.get(name, 3)
-            axes.append([from_unit({name: p}, [u])[name] for u in (np.linspace(0, 1, k) if k > 1 else [0.0])])
-    configs = [coerce(space, dict(zip(space, values))) for values in itertools.product(*axes)]
+            axes.append([Param.parse(name, p).from_unit([u]) for u in (np.linspace(0, 1, k) if k > 1 else [0.0])])
+    configs = [Space.parse(space).coerce(dict(zip(space, values))) for values in itertools.product(*axes)]
     return list({json_key(c): c for c in configs}.values())
 
 
@@ -142,7 +142,7 @@ def runs_csv_tables(path: str, space: dict) -> tuple[dict[str, Table], dict[str,
     for name, rows in runs.groupby("dataset", sort=True):
         rows = rows.assign(ok_loss=rows["val_loss"].where(rows["status"].eq("ok")))
         grouped = rows.groupby(hp_cols, sort=True, dropna=False)
-        configs = [coerce(space, dict(zip(space, key))) for key in grouped.groups]
+        configs = [Space.parse(space).coerce(dict(zip(space, key))) for key in grouped.groups]
         objective = grouped["ok_loss"].mean().to_numpy()
         status = np.where(np.isfinite(objective), "ok", "failed")
         tables[name] = make_table(space, configs, objective, status)
@@ -161,7 +161,7 @@ def run_one(space: dict, tables: dict[str, Table], metafeatures: dict, target: s
     for step in range(min(n_trials, len(table.status))):
         history = pd.concat([sources, table.history(target, done)], ignore_index=True)
         hp = optimizer.propose(space, history, target, metafeatures, 1, method=method, seed=seed * 1000 + step)[0]
-        dist = ((table.x - unit_matrix(space, {k: [hp[k]] for k in space})) ** 2).sum(1)
+        dist = ((table.x - Space.parse(space).unit_vector(hp)) ** 2).sum(1)
         dist[done] = np.inf
         done.append(int(np.argmin(dist)))
     return done

@@ -16,7 +16,9 @@ shell.prefix(
 )
 
 from metatune import config as metatune_config
+from metatune import fidelity as metatune_fidelity
 from metatune import space as metatune_space
+from metatune.trainers import registry as metatune_trainers
 
 # The config is resolved from the files given on the command line (or a profile's configfile), else the demo,
 # then the --config overrides: Snakemake's own key-by-key merge of them is replaced. Cluster jobs re-read this
@@ -59,6 +61,15 @@ STAGE1 = metatune_space.stage1_configs(
     config["stage1"]["size"],
     config["seed"],
 )
+# Successive-halving rungs of stage 1 (rules/sweep.smk): none when the config has no fidelity section.
+FIDELITY = metatune_fidelity.FidelitySettings.from_config(config["fidelity"])
+RUNGS = (
+    metatune_fidelity.rung_schedule(
+        len(STAGE1), config["stage1"]["token_budget"], FIDELITY
+    )
+    if FIDELITY
+    else []
+)
 STAGE2_ROUNDS = range(1, config["stage2"]["rounds"] + 1)
 STAGE2_IDS = [
     f"r{r}-{k}" for r in STAGE2_ROUNDS for k in range(config["stage2"]["batch"])
@@ -68,10 +79,8 @@ RERUN_IDS = [
     for k in range(1, config["rerun"]["top_k"] + 1)
     for s in range(1, config["rerun"]["seeds"] + 1)
 ]
-# Trainers that read the nanoGPT bins, or the prompt/completion JSONL; the simulated one needs only the
-# metafeatures.
-TRAINERS_READING_BINS = {"external", "nanogpt_lora"}
-TRAINERS_READING_JSONL = {"hf_sft"}
+# What the trainer's trials read: the nanoGPT bins, the prompt/completion JSONL, or only the metafeatures.
+TRAINER = metatune_trainers.get(config["training"]["mode"])
 # nanogpt_lora's `base_model: pretrain`: a tiny model that rule pretrain_base trains from scratch into this folder.
 PRETRAINED_BASE = "results/base_model"
 USES_PRETRAINED_BASE = (
@@ -97,7 +106,16 @@ wildcard_constraints:
     round=r"\d+",
 
 
+def rung_ids(rung):
+    """Rung 0 trains every stage-1 configuration (trial ids as without rungs); rung k > 0 has slots."""
+    if rung == 0:
+        return list(STAGE1)
+    return [f"rung{rung}-{j}" for j in range(RUNGS[rung].n_trials)]
+
+
 def trial_ids(stage):
+    if stage == "stage1" and RUNGS:
+        return [t for rung in RUNGS for t in rung_ids(rung.index)]
     return {"stage1": list(STAGE1), "stage2": STAGE2_IDS, "rerun": RERUN_IDS}[stage]
 
 
@@ -117,6 +135,12 @@ def collected(stage, datasets=None, rounds=STAGE2_ROUNDS):
             f"results/collected/stage2/{d}/round{r}.jsonl"
             for d in (datasets or DATASETS)
             for r in rounds
+        ]
+    if stage == "stage1" and RUNGS:
+        return [
+            f"results/collected/stage1/{d}/rung{rung.index}.jsonl"
+            for d in (datasets or DATASETS)
+            for rung in RUNGS
         ]
     return [f"results/collected/{stage}/{d}.jsonl" for d in (datasets or DATASETS)]
 
@@ -138,13 +162,13 @@ def landed(collections):
 # splits for trainers that train on them; the pretrained base model where trials fine-tune it. Static
 # patterns, not an input function: a sweep has thousands of trials, and each pattern is applied per job.
 TRIAL_DATA = {"metafeatures": "results/data/{dataset}/metafeatures.json"}
-if config["training"]["mode"] in TRAINERS_READING_BINS:
+if TRAINER.reads == "bins":
     TRIAL_DATA |= {
         "train": "results/bins/{dataset}/train.bin",
         "val": "results/bins/{dataset}/val.bin",
         "meta": "results/bins/{dataset}/meta.json",
     }
-elif config["training"]["mode"] in TRAINERS_READING_JSONL:
+elif TRAINER.reads == "jsonl":
     TRIAL_DATA |= {
         "train": "results/data/{dataset}/train.jsonl",
         "val": "results/data/{dataset}/val.jsonl",
@@ -185,6 +209,11 @@ def stage_settings_json(stage):
             # the trial's data, as templates over the dataset (the bins when the trainer reads none)
             "train_path": TRIAL_DATA.get("train", "results/bins/{dataset}/train.bin"),
             "val_path": TRIAL_DATA.get("val", "results/bins/{dataset}/val.bin"),
+            **(
+                {"rung_tokens": [rung.tokens for rung in RUNGS]}
+                if stage == "stage1" and RUNGS
+                else {}
+            ),
         },
         sort_keys=True,
     )
@@ -208,3 +237,36 @@ def stage1_hp(wildcards):
 def earlier_rounds(wildcards):
     """The collections of this dataset's stage-2 rounds before this one."""
     return collected("stage2", [wildcards.dataset], range(1, int(wildcards.round)))
+
+
+def checkpoint_file(path):
+    """A rung's checkpoint: removed once the jobs that read it are done, unless fidelity.keep_checkpoints."""
+    return path if FIDELITY and FIDELITY.keep_checkpoints else temp(path)
+
+
+def rung_checkpoints(wildcards):
+    """The checkpoints of the rung before this one, for rule promote to link the promoted ones from."""
+    rung = int(wildcards.rung) - 1
+    return [
+        f"results/trials/stage1/{wildcards.dataset}/{t}/checkpoint.ckpt"
+        for t in rung_ids(rung)
+    ]
+
+
+def rung_metrics(wildcards):
+    return [
+        f"results/trials/stage1/{wildcards.dataset}/{t}/metrics.json"
+        for t in rung_ids(int(wildcards.rung))
+    ]
+
+
+# rung 0's trials are rule trial_stage1's; with rungs on, they stop at the first rung and leave a checkpoint
+STAGE1_OUTPUT = {"metrics": "results/trials/stage1/{dataset}/{trial}/metrics.json"}
+if RUNGS:
+    STAGE1_OUTPUT["checkpoint"] = checkpoint_file(
+        "results/trials/stage1/{dataset}/{trial}/checkpoint.ckpt"
+    )
+
+
+def stage1_rung_args(wildcards, output):
+    return f"--rung 0 --checkpoint-out {output.checkpoint}" if RUNGS else ""

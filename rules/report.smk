@@ -184,6 +184,32 @@ rule optuna_live:
         "../workflow/scripts/optuna_live.py"
 
 
+# With successive-halving rungs a dataset's stage 1 lands a collection per rung, appended in rung order; a
+# promoted configuration then appears once per rung it reached (journal.log keeps its furthest rung only).
+rule optuna_live_rung:
+    input:
+        collection="results/collected/stage1/{dataset}/rung{rung}.jsonl",
+        earlier=lambda wc: landed(
+            [f"results/collected/stage1/{wc.dataset}/rung{int(wc.rung) - 1}.jsonl"]
+            if int(wc.rung) > 0
+            else []
+        ),
+    output:
+        "results/optuna/landed/stage1/{dataset}/rung{rung}.json",
+    log:
+        "logs/report/optuna_live/stage1/{dataset}/rung{rung}.log",
+    wildcard_constraints:
+        rung=r"\d+",
+    priority: 50
+    conda:
+        "../envs/metatune.yaml"
+    params:
+        space=config["space"],
+        journal=LIVE_JOURNAL,
+    script:
+        "../workflow/scripts/optuna_live.py"
+
+
 rule optuna_live_round:
     input:
         collection="results/collected/stage2/{dataset}/round{round}.jsonl",

@@ -11,7 +11,7 @@ rule trial_stage1:
     input:
         **TRIAL_DATA,
     output:
-        metrics="results/trials/stage1/{dataset}/{trial}/metrics.json",
+        **STAGE1_OUTPUT,
     log:
         "logs/trials/stage1/{dataset}/{trial}.log",
     wildcard_constraints:
@@ -21,10 +21,78 @@ rule trial_stage1:
     params:
         settings=stage_settings("stage1"),
         hp=stage1_hp,
+        rung=stage1_rung_args,
     shell:
         "python -m metatune.trial --stage-settings {params.settings:q} --dataset {wildcards.dataset}"
         " --run-id {wildcards.trial} --metafeatures {input.metafeatures} --metrics {output.metrics}"
-        " --hp {params.hp:q} > {log} 2>&1"
+        " --hp {params.hp:q} {params.rung} > {log} 2>&1"
+
+
+# Successive halving (fidelity in the config; docs/fidelity.md): rung 0 is trial_stage1 above, stopped at the
+# first rung's tokens. Rule promote ranks a rung's trials and links the checkpoints of the best ceil(n/eta)
+# into the next rung's slots; a slot's trial resumes its checkpoint and trains on to its rung's tokens. The
+# slot counts are fixed by the schedule, so `snakemake -n` shows every job before any loss is known.
+rule collect_rung:
+    input:
+        metrics=rung_metrics,
+    output:
+        "results/collected/stage1/{dataset}/rung{rung}.jsonl",
+    log:
+        "logs/collect/stage1/{dataset}/rung{rung}.log",
+    conda:
+        "../envs/metatune.yaml"
+    script:
+        "../workflow/scripts/collect_trials.py"
+
+
+rule promote:
+    input:
+        collected=lambda wc: f"results/collected/stage1/{wc.dataset}/rung{int(wc.rung) - 1}.jsonl",
+        checkpoints=rung_checkpoints,
+        prior=FIDELITY.prior_curves if FIDELITY else [],
+    output:
+        promotions="results/fidelity/stage1/{dataset}/rung{rung}.json",
+        resume=checkpoint_file(
+            directory("results/fidelity/stage1/{dataset}/rung{rung}/resume")
+        ),
+    log:
+        "logs/promote/{dataset}/rung{rung}.log",
+    wildcard_constraints:
+        rung=r"[1-9]\d*",
+    conda:
+        "../envs/metatune.yaml"
+    params:
+        schedule=[vars(rung) for rung in RUNGS],
+        method=FIDELITY.method() if FIDELITY else None,
+    script:
+        "../workflow/scripts/promote.py"
+
+
+rule trial_rung:
+    input:
+        **TRIAL_DATA,
+        promotions="results/fidelity/stage1/{dataset}/rung{rung}.json",
+        resume="results/fidelity/stage1/{dataset}/rung{rung}/resume",
+    output:
+        metrics="results/trials/stage1/{dataset}/rung{rung}-{slot}/metrics.json",
+        checkpoint=checkpoint_file(
+            "results/trials/stage1/{dataset}/rung{rung}-{slot}/checkpoint.ckpt"
+        ),
+    log:
+        "logs/trials/stage1/{dataset}/rung{rung}-{slot}.log",
+    wildcard_constraints:
+        rung=r"[1-9]\d*",
+        slot=r"\d+",
+    conda:
+        "../envs/metatune.yaml"
+    params:
+        settings=stage_settings("stage1"),
+    shell:
+        "python -m metatune.trial --stage-settings {params.settings:q} --dataset {wildcards.dataset}"
+        " --run-id rung{wildcards.rung}-{wildcards.slot} --metafeatures {input.metafeatures}"
+        " --metrics {output.metrics} --hp-file {input.promotions} --hp-index {wildcards.slot}"
+        " --rung {wildcards.rung} --checkpoint-out {output.checkpoint} --resume-dir {input.resume}"
+        " > {log} 2>&1"
 
 
 rule collect_stage1:
@@ -133,7 +201,6 @@ rule recommend:
         space=config["space"],
         n=config["optimizer"]["recommend_n"],
         seed=config["seed"],
-        datasets=list(DATASETS),
     script:
         "../workflow/scripts/recommend.py"
 
@@ -273,3 +340,17 @@ rule export_csv:
     input:
         runs="results/tables/runs.csv",
         best="results/tables/best.csv",
+
+
+# Every full-budget trial's learning curve, for the learned promotion of later sweeps (fidelity.prior_curves).
+rule fidelity_curves:
+    input:
+        collected=ALL_COLLECTED,
+    output:
+        "results/fidelity/curves.jsonl",
+    log:
+        "logs/fidelity_curves.log",
+    conda:
+        "../envs/metatune.yaml"
+    script:
+        "../workflow/scripts/fidelity_curves.py"

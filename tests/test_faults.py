@@ -18,9 +18,21 @@ TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 N_KILLS = 10
 
 
-@pytest.fixture(scope="module")
-def reference(tiny_sweep) -> Path:
-    return tiny_sweep  # the session's uninterrupted run (conftest.py)
+@pytest.fixture(scope="module", params=["plain", "rungs"])
+def reference(request, tmp_path_factory) -> tuple[Path, Path]:
+    """(an uninterrupted run, its config): the session's tiny sweep (conftest.py), and the same with
+    successive-halving rungs in stage 1 (a third learning rate, so that rungs promote, and their checkpoints are
+    made, linked and removed)."""
+    if request.param == "plain":
+        return request.getfixturevalue("tiny_sweep"), TINY
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["space"]["learning_rate"]["grid"] = [1.0e-4, 1.0e-3, 3.0e-3]
+    cfg["fidelity"] = {"eta": 3, "min_fraction": 0.111}
+    config = tmp_path_factory.mktemp("config") / "tiny_rungs.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    workdir = tmp_path_factory.mktemp("reference")
+    run_snakemake(workdir, "--cores", "2", "--configfile", str(config))
+    return workdir, config
 
 
 def start(workdir: Path, config: Path) -> subprocess.Popen:
@@ -32,20 +44,21 @@ def start(workdir: Path, config: Path) -> subprocess.Popen:
 def test_chaos_kills_lose_nothing(reference, tmp_path):
     """SIGKILL the whole Snakemake process tree at seeded random moments, restart with the README's recovery
     commands each time; the final tables equal those of an uninterrupted run."""
+    reference, config = reference
     rng = random.Random(20261121)
     kills = 0
     for _ in range(N_KILLS):
-        proc = start(tmp_path, TINY)
+        proc = start(tmp_path, config)
         time.sleep(rng.uniform(0.5, 4.0))
         if proc.poll() is not None:
             break  # it finished before the kill: nothing left to interrupt
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         kills += 1
-        run_snakemake(tmp_path, "--unlock", "--configfile", str(TINY))
+        run_snakemake(tmp_path, "--unlock", "--configfile", str(config))
     print(f"chaos: {kills} SIGKILLs of the whole Snakemake tree survived")  # the figure, shown with pytest -s
     assert kills >= 5, "the sweep finished too early for the chaos test to mean anything"
-    run_snakemake(tmp_path, "--cores", "2", "--configfile", str(TINY), "--rerun-incomplete")
+    run_snakemake(tmp_path, "--cores", "2", "--configfile", str(config), "--rerun-incomplete")
     assert (tmp_path / "results/tables/best.csv").read_bytes() == (reference / "results/tables/best.csv").read_bytes()
     assert without_clock(tmp_path / "results/tables/runs.csv") == without_clock(reference / "results/tables/runs.csv")
     for path in (tmp_path / "results").rglob("*.json"):  # no truncated JSON anywhere

@@ -67,3 +67,15 @@ def test_micro_batches_keep_the_batch_exact():
     assert hf_sft.micro_and_accumulation(12, 8) == (6, 2)
     assert hf_sft.micro_and_accumulation(7, 4) == (1, 7)
     assert hf_sft.micro_and_accumulation(2, 8) == (2, 1)
+
+
+def test_sft_stops_at_the_trial_timeout(sft_data, tiny_llama, tmp_path):
+    """training.timeout_s bounds the whole trial (model loading included): past it training stops after the
+    step in progress and the trial is recorded as failed, with the reason."""
+    spec = make_spec(sft_data, tiny_llama, tmp_path, token_budget=50 * 4 * 128, save_adapter=False)
+    spec = replace(spec, settings={**spec.settings, "timeout_s": 0.01})
+    metrics = trial.run(spec)
+    assert metrics["status"] == "failed", metrics
+    assert metrics["error"].startswith("timeout after 0.01 s at step 1 of 50"), metrics["error"]
+    assert metrics["val_loss"] is None and metrics["tokens_seen"] > 0
+    assert not (tmp_path / "adapter").exists()

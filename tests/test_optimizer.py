@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from metatune import cli, optimizer
-from metatune.optimizer.common import NEAR_DUPLICATE, sample_uniform
+from metatune.optimizer.common import NEAR_DUPLICATE
 from metatune.recommend import recommend
-from metatune.space import from_unit, unit_vector
+from metatune.space import Space
 
 from conftest import ROOT
 
@@ -38,7 +38,7 @@ def loss(space: dict, hp: dict, shift: float) -> float:
         if p["type"] == "categorical":
             out += 0.0 if hp[name] == p["choices"][0] else 0.2
         else:
-            out += (unit_vector({name: p}, hp)[0] - 0.3 - 0.4 * shift) ** 2
+            out += (Space.parse({name: p}).unit_vector(hp)[0] - 0.3 - 0.4 * shift) ** 2
     return out
 
 
@@ -47,7 +47,7 @@ def history_of(space: dict, tasks: dict[str, float], n: int, seed: int) -> pd.Da
     rows = []
     for name, shift in tasks.items():
         for _ in range(n):
-            hp = sample_uniform(space, rng)
+            hp = Space.parse(space).sample(rng)
             rows.append({"dataset": name, **hp, "objective": loss(space, hp, shift), "status": "ok"})
     return pd.DataFrame(rows)
 
@@ -71,8 +71,8 @@ def test_methods_propose_new_distinct_configurations(method, space):
     history = history_of(space, shifts, 5, seed=1)
     configs = optimizer.propose(space, history, "task0", mf, 3, method=method, seed=0)
     assert len(configs) == 3 and all(in_space(space, hp) for hp in configs)
-    tried = [unit_vector(space, {k: row[k] for k in space}) for _, row in history[history.dataset == "task0"].iterrows()]
-    points = [unit_vector(space, hp) for hp in configs]
+    tried = [Space.parse(space).unit_vector({k: row[k] for k in space}) for _, row in history[history.dataset == "task0"].iterrows()]
+    points = [Space.parse(space).unit_vector(hp) for hp in configs]
     for i, p in enumerate(points):
         assert all(math.dist(p, t) >= NEAR_DUPLICATE for t in tried)
         assert all(math.dist(p, q) >= NEAR_DUPLICATE for q in points[:i])
@@ -85,7 +85,7 @@ def test_zero_shot_needs_no_target_trials(method):
     configs = optimizer.propose(MIXED, history, "task2", mf, 2, method=method, seed=0)
     # The target's optimum sits at 0.5 in every coordinate, between its neighbours' optima.
     rng = random.Random(0)
-    top_decile = np.quantile([loss(MIXED, sample_uniform(MIXED, rng), 0.5) for _ in range(200)], 0.1)
+    top_decile = np.quantile([loss(MIXED, Space.parse(MIXED).sample(rng), 0.5) for _ in range(200)], 0.1)
     assert all(loss(MIXED, hp, 0.5) < top_decile for hp in configs)
 
 
@@ -111,7 +111,7 @@ def test_transfer_avoids_failures_without_sources():
     rng = random.Random(4)
     rows = []
     for _ in range(12):
-        hp = sample_uniform(MIXED, rng)
+        hp = Space.parse(MIXED).sample(rng)
         ok = not diverging(MIXED, hp)
         rows.append({"dataset": "only", **hp, "status": "ok" if ok else "diverged",
                      "objective": -math.log10(hp["lr"]) * 0.1 + hp["dropout"] if ok else None})
@@ -142,7 +142,7 @@ def test_transfer_beats_random_search_on_related_tasks():
 
 def test_from_unit_inverts_unit_vector():
     hp = {"lr": 1e-3, "rank": 16, "dropout": 0.1, "modules": "mlp"}
-    assert from_unit(MIXED, unit_vector(MIXED, hp)) == pytest.approx(hp)
+    assert Space.parse(MIXED).from_unit(Space.parse(MIXED).unit_vector(hp)) == pytest.approx(hp)
 
 
 def test_recommend_leaves_the_target_out_and_explains():
@@ -163,7 +163,7 @@ def test_recommend_cli_on_a_runs_csv(tmp_path, capsys):
     rows = []
     for name, size in (("small", 5.0), ("medium", 6.0), ("large", 7.0)):
         for i in range(10):
-            hp = sample_uniform(space, rng)
+            hp = Space.parse(space).sample(rng)
             diverged = hp["learning_rate"] > 1e-2
             rows.append({"run_id": f"g{i}", "stage": "stage1", "dataset": name, "status": "diverged" if diverged else "ok",
                          **{f"hp_{k}": v for k, v in hp.items()},

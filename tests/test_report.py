@@ -18,8 +18,8 @@ from PIL import Image
 
 from conftest import ROOT, run_snakemake
 from metatune import export, history
-from metatune.optimizer.baselines import distributions
 from metatune.report import data, optuna_export, plots, summary
+from metatune.space import Space
 
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 DATASETS = ["arith", "markov"]
@@ -199,7 +199,7 @@ def test_optuna_journal_is_what_an_optuna_user_expects(swept):
                 fixed = {k for k, d in trial.distributions.items() if d.single()}
                 assert fixed == {"lora_r", "lora_alpha", "batch_size"} == set(study.user_attrs["fixed_params"])
             else:
-                assert trial.distributions == distributions(space)
+                assert trial.distributions == {p.name: p.optuna_distribution() for p in Space.parse(space)}
     assert seen == set(runs.index[runs["stage"].ne("rerun")])
     stage1 = studies["arith/stage1"]
     importances = optuna.importance.get_param_importances(stage1)  # the evaluator the dashboard uses

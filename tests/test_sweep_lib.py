@@ -44,14 +44,14 @@ def test_factorial_ids_are_stable_when_the_grid_grows():
 def test_space_filling_subset(design):
     a = space.stage1_configs(SPACE, design, 10, seed=3)
     assert len(a) == 10 and a == space.stage1_configs(SPACE, design, 10, seed=3)
-    grid = {space.canonical_hp(hp) for hp in space.factorial(SPACE)}
+    grid = {space.canonical_hp(hp) for hp in space.Space.parse(SPACE).factorial()}
     assert all(space.canonical_hp(hp) in grid for hp in a.values())
     # space-filling: every learning-rate grid value is used
     assert {hp["learning_rate"] for hp in a.values()} == set(SPACE["learning_rate"]["grid"])
 
 
 def test_types_are_coerced():
-    hp = space.coerce(SPACE, {**BASE_HP, "lora_r": 16.0, "learning_rate": 1})
+    hp = space.Space.parse(SPACE).coerce({**BASE_HP, "lora_r": 16.0, "learning_rate": 1})
     assert type(hp["lora_r"]) is int and type(hp["learning_rate"]) is float
 
 

@@ -153,3 +153,53 @@ def test_target_modules_pick_attention_or_all(tiny_base, choice, adapted, frozen
              if ".h.0." in n and n.endswith("lora_A")}
     assert names == adapted and not names & frozen
     assert math.isclose(model.peft_config["default"].lora_alpha, HP["lora_alpha"])
+
+
+# --- rungs: stop, checkpoint, resume -----------------------------------------------------------------------
+
+RUNG_TOKENS = (3 * 16 * 64, 7 * 16 * 64, 16 * 16 * 64)  # steps 3, 7 and 16 of 16: off the eval interval (8)
+
+
+def test_promoted_through_every_rung_ends_bit_identical_to_uninterrupted(shakespeare_bins, tiny_base, tmp_path):  # noqa: F811
+    """The continuation property: a trial stopped at each rung and resumed from its checkpoint in a new run ends
+    with the same metrics and the same curve, to the bit, as the same configuration trained without a stop
+    (both evaluate at the rungs). Dropout is on, so the restored random streams are exercised too."""
+    hp = {**HP, "lora_dropout": 0.1}
+    whole = trial.run(make_spec(shakespeare_bins, tiny_base, tmp_path / "whole", hp=hp, rung=2,
+                                rung_tokens=RUNG_TOKENS, stop_at_tokens=RUNG_TOKENS[2]))
+    checkpoint = None
+    for k, stop in enumerate(RUNG_TOKENS):
+        out = tmp_path / f"rung{k}"
+        spec = make_spec(shakespeare_bins, tiny_base, out, hp=hp, rung=k, rung_tokens=RUNG_TOKENS,
+                         stop_at_tokens=stop, resume_from=checkpoint, checkpoint_path=str(out / "checkpoint.ckpt"))
+        m = trial.run(spec)
+        assert m["status"] == "ok" and m["tokens_trained"] == stop and m["partial"] == (k < 2)
+        assert m["tokens_resumed"] == (RUNG_TOKENS[k - 1] if k else 0)
+        checkpoint = spec.checkpoint_path
+    for key in ("val_loss", "best_val_loss", "train_loss", "tokens_seen", "tokens_trained"):
+        assert m[key] == whole[key], key
+    assert (tmp_path / "rung2" / "curve.csv").read_text() == (tmp_path / "whole" / "curve.csv").read_text()
+    steps = [int(line.split(",")[0]) for line in (tmp_path / "whole" / "curve.csv").read_text().splitlines()[1:]]
+    assert steps == [0, 3, 7, 8, 16]
+
+
+def test_checkpoint_holds_the_adapter_not_the_base_model(shakespeare_bins, tiny_base, tmp_path):  # noqa: F811
+    spec = make_spec(shakespeare_bins, tiny_base, tmp_path, rung=0, rung_tokens=RUNG_TOKENS,
+                     stop_at_tokens=RUNG_TOKENS[0], checkpoint_path=str(tmp_path / "checkpoint.ckpt"))
+    trial.run(spec)
+    state = torch.load(spec.checkpoint_path, weights_only=True)
+    base_bytes = sum(f.stat().st_size for f in tiny_base.glob("*.safetensors"))
+    adapter_bytes = sum(t.numel() * t.element_size() for t in state["adapter"].values())
+    assert all("lora_" in name for name in state["adapter"])
+    assert (tmp_path / "checkpoint.ckpt").stat().st_size < 4 * adapter_bytes + 200_000 < base_bytes
+    assert state["progress"]["step"] == 3 and state["progress"]["tokens"] == RUNG_TOKENS[0]
+
+
+def test_a_checkpoint_of_another_adapter_is_refused(shakespeare_bins, tiny_base, tmp_path):  # noqa: F811
+    spec = make_spec(shakespeare_bins, tiny_base, tmp_path / "a", rung=0, rung_tokens=RUNG_TOKENS,
+                     stop_at_tokens=RUNG_TOKENS[0], checkpoint_path=str(tmp_path / "a.ckpt"))
+    trial.run(spec)
+    other = make_spec(shakespeare_bins, tiny_base, tmp_path / "b", hp={**HP, "target_modules": "attn"}, rung=1,
+                      rung_tokens=RUNG_TOKENS, stop_at_tokens=RUNG_TOKENS[1], resume_from=str(tmp_path / "a.ckpt"))
+    m = trial.run(other)
+    assert m["status"] == "failed" and "does not fit this adapter" in m["error"]

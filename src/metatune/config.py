@@ -25,6 +25,8 @@ import jsonschema
 import yaml
 
 from metatune.io import atomic_write_text
+from metatune.space import Space, SpaceError
+from metatune.trainers import registry as trainers
 
 _CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 SCHEMA_PATH = _CONFIG_DIR / "schemas" / "config.schema.yaml"
@@ -246,32 +248,6 @@ def validate(config: dict, schema: dict | None = None) -> dict:
     return _ordered(config, schema, schema)
 
 
-def _check_param(name: str, p: dict) -> None:
-    key = f"space.{name}"
-    if p["type"] == "categorical":
-        if len(set(map(repr, p["choices"]))) != len(p["choices"]):
-            raise ConfigError(f"{key}.choices: duplicate choices")
-        for v in p["grid"]:
-            if v not in p["choices"]:
-                raise ConfigError(f"{key}.grid: {v!r} is not among the choices {p['choices']}")
-    else:
-        low, high = p["low"], p["high"]
-        if not low < high:
-            raise ConfigError(f"{key}: low ({low}) must be below high ({high})")
-        if (p["type"] == "log_float" or p.get("log")) and low <= 0:
-            raise ConfigError(f"{key}.low: a log scale needs low > 0, got {low}")
-        for v in p["grid"]:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                hint = " (YAML reads 1e-4 as text: write 1.0e-4)" if isinstance(v, str) else ""
-                raise ConfigError(f"{key}.grid: {v!r} is not a number{hint}")
-            if p["type"] == "int" and v != int(v):
-                raise ConfigError(f"{key}.grid: {v!r} is not an integer")
-            if not low <= v <= high:
-                raise ConfigError(f"{key}.grid: {v} lies outside [{low}, {high}]")
-    if len(set(map(repr, p["grid"]))) != len(p["grid"]):
-        raise ConfigError(f"{key}.grid: duplicate values")
-
-
 def template_fields(template: str) -> set[str]:
     try:
         return {field.split(".")[0].split("[")[0] for _, field, _, _ in string.Formatter().parse(template) if field is not None}
@@ -296,8 +272,11 @@ def check_semantics(config: dict) -> None:
     if abs(total - 1.0) > 1e-6:
         raise ConfigError(f"split: train + val + test must be 1, got {total:g}")
 
-    for name, p in config["space"].items():
-        _check_param(name, p)
+    try:
+        Space.parse(config["space"])
+        trainers.check_space(config["training"]["mode"], config["space"])
+    except SpaceError as e:
+        raise ConfigError(str(e)) from None
 
     s1 = config["stage1"]
     if s1["design"] != "factorial":
@@ -312,6 +291,7 @@ def check_semantics(config: dict) -> None:
             raise ConfigError(f"rerun.top_k: {config['rerun']['top_k']} is more than the {n_stage1} stage-1 trials")
 
     training = config["training"]
+    check_fidelity(config)
     if training["mode"] == "nanogpt_lora" and training["nanogpt"]["base_model"] == "pretrain":
         pre = training["pretrain"]
         if pre["n_embd"] % pre["n_head"]:
@@ -340,15 +320,37 @@ def check_semantics(config: dict) -> None:
             )
 
 
-ADAPTER_TRAINERS = {"nanogpt_lora": "nanogpt", "hf_sft": "sft"}
+# Trainers that can stop at a rung and resume from their checkpoint (metatune.fidelity).
+RESUMABLE_TRAINERS = ("simulated", "nanogpt_lora")
+
+
+def check_fidelity(config: dict) -> None:
+    from metatune.fidelity import FidelitySettings, rung_schedule
+
+    if config["fidelity"] is None:
+        return
+    try:
+        settings = FidelitySettings.from_config(config["fidelity"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    s1 = config["stage1"]
+    n_grid = math.prod(len(p["grid"]) for p in config["space"].values())
+    n_stage1 = s1["size"] if s1["design"] != "factorial" else n_grid
+    n_full = rung_schedule(n_stage1, s1["token_budget"], settings)[-1].n_trials
+    if config["stage2"]["rounds"] == 0 and config["rerun"]["top_k"] > n_full:
+        raise ConfigError(f"rerun.top_k: {config['rerun']['top_k']} is more than the {n_full} stage-1 trials that "
+                          f"reach the full budget with fidelity.eta {settings.eta}")
+    if config["training"]["mode"] not in RESUMABLE_TRAINERS:
+        raise ConfigError(f"fidelity: training.mode {config['training']['mode']!r} cannot resume a trial from a rung's "
+                          f"checkpoint (rungs work with {' and '.join(RESUMABLE_TRAINERS)})")
 
 
 def mbpp_model(config: dict) -> str | None:
     """The base model MBPP evaluates: mbpp.model, else the one the adapters were trained on."""
     if config["mbpp"]["model"]:
         return config["mbpp"]["model"]
-    section = ADAPTER_TRAINERS.get(config["training"]["mode"])
-    return config["training"][section]["base_model"] if section else None
+    trainer = trainers.get(config["training"]["mode"])
+    return config["training"][trainer.section]["base_model"] if trainer.saves_adapter else None
 
 
 def check_mbpp(config: dict) -> None:
@@ -357,9 +359,10 @@ def check_mbpp(config: dict) -> None:
         return
     key = f"datasets[{marked[0]}].mbpp"
     mode = config["training"]["mode"]
-    if mode not in ADAPTER_TRAINERS:
+    if not trainers.get(mode).saves_adapter:
+        adapters = [t.name for t in trainers.TRAINERS.values() if t.saves_adapter]
         raise ConfigError(f"{key}: MBPP evaluates the reruns' adapters, and training.mode {mode!r} trains none "
-                          f"(use {' or '.join(ADAPTER_TRAINERS)})")
+                          f"(use {' or '.join(adapters)})")
     if config["rerun"]["top_k"] < 1 or not config["rerun"]["save_adapter"]:
         raise ConfigError(f"{key}: needs rerun.top_k >= 1 and rerun.save_adapter: true (the adapters to evaluate)")
     if mbpp_model(config) == "pretrain":

@@ -47,6 +47,13 @@ class TrialSpec:
     rank: int | None = None  # reruns: the rank of the configuration repeated (1 is the best)
     seed_index: int | None = None  # reruns: which of the new seeds (1, 2, ...)
     source_trial_id: str | None = None  # reruns: trial_id of the stage-1 or stage-2 trial repeated
+    # Successive-halving rungs (metatune.fidelity): the schedule (learning rate, evaluation points) always spans
+    # token_budget; a rung trial stops at stop_at_tokens, writes checkpoint_path, and the next rung resumes it.
+    rung: int | None = None  # None: no rungs, train the whole budget
+    rung_tokens: tuple[int, ...] = ()  # every rung's token target; trainers also evaluate there
+    stop_at_tokens: int | None = None
+    resume_from: str | None = None  # a checkpoint of the previous rung
+    checkpoint_path: str | None = None  # where this rung's checkpoint goes (None at the last rung)
 
 
 @dataclass
@@ -55,7 +62,8 @@ class TrialOutcome:
     val_loss: float | None = None
     best_val_loss: float | None = None
     train_loss: float | None = None
-    tokens_seen: int = 0
+    tokens_seen: int = 0  # in total, including what a resumed trial's earlier rungs trained
+    tokens_resumed: int = 0  # of those, the tokens its checkpoint had already trained
     wall_s: float = 0.0
     gpu_hours: float = 0.0
     peak_mem_mb: float | None = None

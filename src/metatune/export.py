@@ -49,7 +49,7 @@ RUNS_LEADING = {"trial_id": "str", "run_id": "str", "stage": "str", "dataset": "
                 "rank": "Int64", "seed_index": "Int64", "seed": "Int64", "source_trial_id": "str", "status": "str"}
 RUNS_TRAILING = {"val_loss": "float64", "best_val_loss": "float64", "train_loss": "float64", "tokens_seen": "Int64",
                  "wall_s": "float64", "gpu_hours": "float64", "peak_mem_mb": "float64", "token_budget": "Int64",
-                 "seq_len": "Int64", "device": "str", "trainer": "str", "started_at": "str", "finished_at": "str",
+                 "seq_len": "Int64", "rung": "Int64", "tokens_trained": "Int64", "device": "str", "trainer": "str", "started_at": "str", "finished_at": "str",
                  "error": "str"}
 assert tuple(k for k in RUNS_TRAILING if k in METRIC_FIELDS) == METRIC_FIELDS
 
@@ -67,6 +67,7 @@ def runs_table(metrics: list[dict], space: dict, metafeatures: dict[str, dict], 
         # .get: metrics.json files older than the placement and time keys leave those cells empty
         row = {k: m.get(k) for k in (*RUNS_LEADING, *RUNS_TRAILING)}
         row["trial_id"] = trial_id(m["dataset"], m["stage"], m["run_id"])
+        row["tokens_trained"] = m.get("tokens_trained", m["tokens_seen"])  # older metrics.json: no rungs
         row.update({f"hp_{k}": m["hp"].get(k) for k in space})
         row.update({f"mf_{k}": v for k, v in metafeatures[m["dataset"]].items()})
         rows.append(row)

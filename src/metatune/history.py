@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 from metatune.contract import MetricsError, validate_metrics
-from metatune.io import DataError, atomic_write_jsonl, atomic_write_text, iter_jsonl, read_json
+from metatune.fidelity import furthest_rungs
+from metatune.io import (
+    DataError,
+    atomic_write_jsonl,
+    atomic_write_text,
+    iter_jsonl,
+    read_json,
+)
 
 
 def read_metrics(paths: Iterable[str | Path]) -> list[dict]:
@@ -57,9 +64,10 @@ def collected_metrics(paths: Iterable[str | Path]) -> list[dict]:
 
 
 def history_rows(metrics: list[dict], space: dict) -> list[dict]:
-    """Optimizer rows: dataset, one column per hyperparameter, objective (val_loss, None unless ok), status."""
+    """Optimizer rows: dataset, one column per hyperparameter, objective (val_loss, None unless ok), status.
+    With rungs, one row per configuration: its furthest rung (fidelity.furthest_rungs)."""
     rows = []
-    for m in metrics:
+    for m in furthest_rungs(metrics):
         row = {"dataset": m["dataset"], "run_id": m["run_id"], "stage": m["stage"], "status": m["status"],
                "objective": m["val_loss"] if m["status"] == "ok" else None}
         row.update({k: m["hp"].get(k) for k in space})
@@ -88,8 +96,10 @@ def read_history_csv(path: str | Path, space: dict):
 def restore_choices(df, space: dict, prefix: str = ""):
     """Categorical choices come back from CSV as text; map them to the choice objects they name (columns
     `prefix + name`: runs.csv calls them hp_<name>)."""
-    for name, p in space.items():
-        if p["type"] == "categorical":
-            by_text = {str(c): c for c in p["choices"]}
-            df[prefix + name] = df[prefix + name].map(lambda v: by_text.get(str(v), v))
+    from metatune.space import Space
+
+    for p in Space.parse(space):
+        if p.kind == "categorical":
+            by_text = {str(c): c for c in p.choices}
+            df[prefix + p.name] = df[prefix + p.name].map(lambda v, by_text=by_text: by_text.get(str(v), v))
     return df

@@ -16,14 +16,15 @@ def write_proposals(out: str | Path, space: dict, history_csv: str | Path, earli
     earlier = pd.DataFrame(history.history_rows(history.collected_metrics(earlier_collections), space), columns=stage1.columns)
     table = pd.concat([stage1, earlier], ignore_index=True) if len(earlier) else stage1
     # A different seed per round and dataset, so rounds do not repeat each other's random draws.
-    configs = optimizer.propose(space, table, target, metafeatures, n, method=method, seed=seed * 1000 + round_)
+    result = optimizer.proposal(space, table, target, metafeatures, n, method=method, seed=seed * 1000 + round_)
     doc = {
         "dataset": target,
         "round": round_,
         "method": method,
         "n_history": len(table),
         "n_target_history": int((table["dataset"] == target).sum()),
-        "configs": [{"id": f"r{round_}-{k}", "hp": hp} for k, hp in enumerate(configs)],
+        "fallback": result.fallback,  # why the method fell back on something simpler (empty: it did not)
+        "configs": [{"id": f"r{round_}-{k}", "hp": hp} for k, hp in enumerate(result.configs)],
     }
     atomic_write_json(out, doc)
     return doc

@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 
 from metatune import verdict
+from metatune.fidelity import full_budget
 from metatune.space import canonical_hp
 
 
 def select_top(metrics: list[dict], top_k: int) -> dict:
-    """The `top_k` best distinct configurations among ok trials (lowest val_loss), with the full ranking."""
+    """The `top_k` best distinct configurations among ok trials (lowest val_loss), with the full ranking.
+    Trials stopped at a rung before the full budget do not compete."""
+    metrics = full_budget(metrics)
     ok = sorted((m for m in metrics if m["status"] == "ok"), key=lambda m: (m["val_loss"], m["run_id"]))
     seen, configs = set(), []
     for m in ok:

@@ -7,8 +7,7 @@ from metatune.rulelog import log_to
 def main(smk) -> None:
     with log_to(smk.log[0]):
         recommend.write_recommendations(
-            smk.output[0], smk.params.space, smk.input.history,
-            dict(zip(smk.params.datasets, smk.input.metafeatures)),
+            smk.output[0], smk.params.space, smk.input.history, list(smk.input.metafeatures),
             target=smk.wildcards.dataset, n=smk.params.n, seed=smk.params.seed,
         )
 

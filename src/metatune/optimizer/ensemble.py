@@ -26,13 +26,13 @@ from scipy.stats import spearmanr
 from metatune.optimizer import gp as gplib
 from metatune.optimizer.tasks import Task, subsample
 
-
 NEGLIGIBLE = 1e-3  # a model weighing less is left out of predictions
 
 
 @dataclass(frozen=True)
 class EnsembleSettings:
     max_source_trials: int = 80  # per source GP: its fit is cubic in this
+    max_target_trials: int = 300  # the target's GP and its RGPE ranking (its best trials are always kept)
     bootstrap: int = 64  # RGPE bootstrap samples of the target's trials
     neighbours: int = 3  # prior-weight bandwidth: the distance to the k-th nearest source
     dilution_quantile: float = 0.95  # drop a source whose median loss exceeds this quantile of the target's
@@ -48,12 +48,12 @@ class Ensemble:
     sources: list[Task]
     target: Task | None
     lengthscales: np.ndarray
+    notes: tuple[str, ...] = ()  # where the ensemble fell back on something simpler, and why
 
     def predict(self, x: np.ndarray, variance: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Weighted mean and variance (sum of w^2 var, as RGPE) of the normalized objective. Models of
         negligible weight are skipped (and the rest renormalized): they would change nothing but the cost."""
-        keep = self.weights >= NEGLIGIBLE
-        weights = self.weights * keep / (self.weights * keep).sum()
+        weights = renormalized(self.weights)
         mu, var = np.zeros(len(x)), np.zeros(len(x))
         for w, model in zip(weights, self.models):
             if w > 0:
@@ -65,11 +65,19 @@ class Ensemble:
     def fail_rate(self, x: np.ndarray, pseudocount: float) -> np.ndarray:
         """Estimated probability that a configuration fails (max of the target's and the sources')."""
         w = self.weights[: len(self.sources)]
-        w = w / w.sum() if w.sum() > 0 else self.prior
+        w = renormalized(w if w.sum() > 0 else self.prior)
         source = sum(wi * kernel_rate(x, s, self.lengthscales, pseudocount)
-                     for wi, s in zip(w, self.sources) if wi >= NEGLIGIBLE)
+                     for wi, s in zip(w, self.sources) if wi > 0)
         own = kernel_rate(x, self.target, self.lengthscales, pseudocount) if self.target is not None else 0.0
         return np.maximum(source, own) if len(self.sources) else own + np.zeros(len(x))
+
+
+def renormalized(weights: np.ndarray) -> np.ndarray:
+    """The weights without the negligible ones, summing to 1 again. With hundreds of sources of equal weight
+    each is below NEGLIGIBLE: then the largest ones count."""
+    keep = weights >= min(NEGLIGIBLE, weights.max(initial=0.0))
+    kept = weights * keep
+    return kept / kept.sum() if kept.sum() > 0 else kept
 
 
 def kernel_rate(x: np.ndarray, task: Task, lengthscales: np.ndarray, pseudocount: float) -> np.ndarray:
@@ -107,8 +115,10 @@ def metric_relevance(sources: list[Task], mf: np.ndarray) -> np.ndarray:
         return np.ones(mf.shape[1])
     loss = _cross_losses(tuple((s.x.tobytes(), s.z.tobytes(), s.x.shape[1]) for s in sources))
     i, j = np.where(~np.eye(n, dtype=bool))
-    gaps = np.abs(mf[i] - mf[j])
-    rel = np.array([spearmanr(gaps[:, k], loss[i, j]).statistic if gaps[:, k].std() > 0 else 0.0
+    gaps, pair_loss = np.abs(mf[i] - mf[j]), loss[i, j]
+    if not pair_loss.std() > 0:  # every source ranks every other alike: the losses say nothing
+        return np.ones(mf.shape[1])
+    rel = np.array([spearmanr(gaps[:, k], pair_loss).statistic if gaps[:, k].std() > 0 else 0.0
                     for k in range(mf.shape[1])])
     rel = np.clip(np.nan_to_num(rel), 0.0, None)
     return rel if rel.sum() > 0 else np.ones(mf.shape[1])
@@ -134,10 +144,14 @@ def rgpe_weights(models: list[gplib.GP], target: Task, prior: np.ndarray, settin
     shares = np.r_[prior, prior.max() if len(prior) else 1.0]
     best = losses == losses.min(1, keepdims=True)
     credit = best * shares
+    # A sample won only by sources of no prior weight (far ones, whose prior underflows) splits evenly among them.
+    credit = np.where(credit.sum(1, keepdims=True) > 0, credit, best)
     weights = (credit / credit.sum(1, keepdims=True)).mean(0)
     if len(y) >= 3:
         limit = np.quantile(losses[:, -1], settings.dilution_quantile)
         weights[:-1][np.median(losses[:, :-1], 0) > limit] = 0.0
+    if not weights.sum() > 0:  # every winner was dropped: the target's own model is all that is left
+        weights = np.r_[np.zeros(len(models) - 1), 1.0]
     return weights / weights.sum()
 
 
@@ -151,6 +165,8 @@ def build(tasks: dict[str, Task], target: str, mf: dict[str, np.ndarray], dim: i
     mine = tasks.get(target) if use_target else None
     if mine is not None and not len(mine.z):
         mine = None
+    if mine is not None:
+        mine = subsample(mine, settings.max_target_trials)
     if models:
         lengthscales = np.exp(np.mean([np.log(m.lengthscales) for m in models], 0))
         signal = float(np.exp(np.mean([np.log(m.signal) for m in models])))
@@ -162,6 +178,7 @@ def build(tasks: dict[str, Task], target: str, mf: dict[str, np.ndarray], dim: i
         lengthscales, signal, noise = np.full(dim, 0.3), 1.0, 0.05
 
     source_mf = np.array([mf[s.name] for s in sources]).reshape(len(sources), len(mf[target]))
+    notes = []
     relevance = metric_relevance(sources, source_mf)
     gaps = source_mf - mf[target]
     distances = np.sqrt((gaps ** 2 * relevance).sum(1) / relevance.sum()) if relevance.size else np.zeros(len(sources))
@@ -170,6 +187,12 @@ def build(tasks: dict[str, Task], target: str, mf: dict[str, np.ndarray], dim: i
     if mine is not None and len(mine.z) >= 2:
         models = models + [gplib.build(mine.x, mine.z, lengthscales, signal, noise)]
         weights = rgpe_weights(models, mine, prior, settings, rng) if len(sources) else np.ones(1)
+        if not sources:
+            notes.append("no other dataset with 2+ trials: the target's own trials only")
     else:
         weights = prior
-    return Ensemble(models, weights, prior, distances, sources, mine, lengthscales)
+        if mine is not None:
+            notes.append("the target has 1 trial: too few for its own model, so the other datasets' alone")
+    if not models:
+        notes.append("no dataset with 2+ trials to model")
+    return Ensemble(models, weights, prior, distances, sources, mine, lengthscales, tuple(notes))

@@ -19,9 +19,9 @@ import pandas as pd
 from scipy.stats import norm
 
 from metatune.optimizer import ensemble as ens
-from metatune.optimizer.common import NEAR_DUPLICATE
+from metatune.optimizer.common import NEAR_DUPLICATE, min_sq_dist
 from metatune.optimizer.tasks import metafeature_matrix, tasks_from_history
-from metatune.space import from_unit, unit_matrix
+from metatune.space import Space
 
 WORST_SCORE = 3.0  # the normal score a failure counts as (worse than any rank of up to ~700 trials)
 
@@ -49,22 +49,23 @@ def _rng(seed: int, target: str, history: pd.DataFrame) -> np.random.Generator:
     return np.random.default_rng([seed, n_target, zlib.crc32(target.encode())])
 
 
-def centres(model: ens.Ensemble, k: int) -> np.ndarray:
-    """Warm starts: the best trials of the sources in proportion to their weight, and the target's best."""
-    weights = model.weights[: len(model.sources)]
+def centres(model: ens.Ensemble, k: int, dim: int) -> np.ndarray:
+    """Warm starts: the best trials of the sources in proportion to their weight (the heaviest source at least
+    one), and the target's best."""
+    weights = np.nan_to_num(model.weights[: len(model.sources)])
     rows = []
-    for w, s in sorted(zip(weights, model.sources), key=lambda p: -p[0]):
-        take = int(round(k * w))
+    for i, (w, s) in enumerate(sorted(zip(weights, model.sources), key=lambda p: -p[0])):
+        take = max(int(i == 0), round(k * w))
         rows.extend(s.x[np.argsort(s.z, kind="stable")[:take]])
     if model.target is not None:
         rows.extend(model.target.x[np.argsort(model.target.z, kind="stable")[: max(1, k // 2)]])
-    return np.array(rows).reshape(len(rows), -1)
+    return np.array(rows).reshape(len(rows), dim)
 
 
-def decode(space: dict, points: np.ndarray) -> tuple[list[dict], np.ndarray]:
+def decode(space: Space, points: np.ndarray) -> tuple[list[dict], np.ndarray]:
     """Configurations at these unit-cube points, and their exact encodings (after rounding ints, categoricals)."""
-    configs = [from_unit(space, u) for u in points]
-    return configs, unit_matrix(space, {k: [c[k] for c in configs] for k in space})
+    configs = [space.from_unit(u) for u in points]
+    return configs, space.unit_matrix({k: [c[k] for c in configs] for k in space.names})
 
 
 def around(points: np.ndarray, n: int, scales: tuple[float, ...], rng: np.random.Generator) -> np.ndarray:
@@ -85,14 +86,14 @@ def score(model: ens.Ensemble, x: np.ndarray, incumbent: float | None, pseudocou
         gap = incumbent - mu
         ei = gap * norm.cdf(gap / std) + std * norm.pdf(gap / std)
         util = (1 - fail) * np.maximum(ei, 0.0)
-    return util, mu, fail
+    return np.nan_to_num(util, nan=-np.inf), mu, fail
 
 
-def select(space: dict, model: ens.Ensemble, tried: np.ndarray, incumbent: float | None, n: int,
+def select(space: Space, model: ens.Ensemble, tried: np.ndarray, incumbent: float | None, n: int,
            settings: TransferSettings, rng: np.random.Generator) -> list[Pick]:
     """The `n` best candidates, greedily: each pick damps the scores near it, so a batch spreads out."""
     dim = tried.shape[1]
-    start = centres(model, settings.n_centres)
+    start = centres(model, settings.n_centres, dim)
     points = np.concatenate([rng.random((settings.n_uniform, dim)), start,
                              around(start, settings.n_local, settings.local_scales, rng)])
     configs, x = decode(space, points)
@@ -102,9 +103,7 @@ def select(space: dict, model: ens.Ensemble, tried: np.ndarray, incumbent: float
     configs, x = configs + more, np.concatenate([x, x_more])
     util, mu, fail = score(model, x, incumbent, settings.ensemble.fail_pseudocount)
     # Never a configuration the target already tried (finalize would drop it and fall back on random ones).
-    if len(tried):
-        near = np.sqrt(((x[:, None, :] - tried[None, :, :]) ** 2).sum(-1)).min(1) < NEAR_DUPLICATE
-        util = np.where(near, -np.inf, util)
+    util = np.where(min_sq_dist(x, tried) < NEAR_DUPLICATE ** 2, -np.inf, util)
     picks: list[Pick] = []
     for _ in range(min(n, len(x))):
         i = int(np.argmax(util))
@@ -117,28 +116,40 @@ def select(space: dict, model: ens.Ensemble, tried: np.ndarray, incumbent: float
     return picks
 
 
-def plan(space: dict, history: pd.DataFrame, target: str, metafeatures: dict, n: int, seed: int,
-         zero_shot: bool, settings: TransferSettings = TransferSettings()) -> tuple[ens.Ensemble, list[Pick]]:
+@dataclass(frozen=True)
+class Plan:
+    model: ens.Ensemble
+    picks: list[Pick]
+    notes: list[str]  # where the method fell back on something simpler, and why
+
+
+def plan(space: Space, history: pd.DataFrame, target: str, metafeatures: dict, n: int, seed: int,
+         zero_shot: bool, settings: TransferSettings = TransferSettings()) -> Plan:
     """The ensemble for `target` and its `n` picks."""
     rng = _rng(seed, target, history)
     tasks = tasks_from_history(space, history)
     names = sorted(set(tasks) | {target})
-    mf = dict(zip(names, metafeature_matrix(metafeatures, names)))
-    dim = unit_matrix(space, {k: [] for k in space}).shape[1]
-    model = ens.build(tasks, target, mf, dim, settings.ensemble, use_target=not zero_shot, rng=rng)
+    matrix, notes = metafeature_matrix(metafeatures, names, target)
+    mf = dict(zip(names, matrix))
+    model = ens.build(tasks, target, mf, space.dim, settings.ensemble, use_target=not zero_shot, rng=rng)
+    notes += model.notes
     mine = tasks.get(target)
-    tried = mine.x if mine is not None else np.zeros((0, dim))
+    tried = mine.x if mine is not None else np.zeros((0, space.dim))
     if not model.models:
-        return model, []
+        return Plan(model, [], notes)
     incumbent = None
     if not zero_shot and mine is not None and (mine.failed == 0).any():
         incumbent = float(model.predict(mine.x[mine.failed == 0], variance=False)[0].min())
-    return model, select(space, model, tried, incumbent, n, settings, rng)
+    elif not zero_shot:
+        notes.append("no ok trial of the target yet: ranked by the predicted objective, as zero_shot")
+    return Plan(model, select(space, model, tried, incumbent, n, settings, rng), notes)
 
 
 def propose_transfer(space, history, target, metafeatures, n, seed):
-    return [p.hp for p in plan(space, history, target, metafeatures, n, seed, zero_shot=False)[1]]
+    p = plan(space, history, target, metafeatures, n, seed, zero_shot=False)
+    return [pick.hp for pick in p.picks], p.notes
 
 
 def propose_zero_shot(space, history, target, metafeatures, n, seed):
-    return [p.hp for p in plan(space, history, target, metafeatures, n, seed, zero_shot=True)[1]]
+    p = plan(space, history, target, metafeatures, n, seed, zero_shot=True)
+    return [pick.hp for pick in p.picks], p.notes

@@ -76,6 +76,25 @@ def pareto_front(points: pd.DataFrame, cost: str, loss: str = "val_loss") -> pd.
     return ordered[ordered[loss] < ordered[loss].cummin().shift(fill_value=math.inf)]
 
 
+def sweep_spend(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, its search trials in sweep order with the tokens trained so far and the best full-budget ok
+    loss so far. A trial resumed at a rung adds only what it trained beyond its checkpoint (tokens_trained
+    counts the configuration's earlier rungs too); a trial stopped at a rung adds its tokens but no loss."""
+    frames = []
+    search = runs[runs["stage"].isin(SEARCH_STAGES)]
+    last_rung = search["rung"].max() if "rung" in search and search["rung"].notna().any() else None
+    for dataset, g in search.groupby("dataset", sort=False):
+        hp_columns = [c for c in g.columns if c.startswith("hp_")]
+        config = g[["stage", *hp_columns]].astype(str).agg("|".join, axis=1)
+        trained = g["tokens_trained"].fillna(g["tokens_seen"])
+        before = trained.groupby(config).cummax().groupby(config).shift(fill_value=0)
+        full = g["rung"].isna() | g["rung"].eq(last_rung) if "rung" in g else pd.Series(True, index=g.index)
+        loss = ok_loss(g).where(full)
+        frames.append(pd.DataFrame({"dataset": dataset, "tokens": (trained - before).clip(lower=0).cumsum().to_numpy(),
+                                    "best": loss.cummin().to_numpy()}))
+    return pd.concat(frames, ignore_index=True)
+
+
 def rerun_seeds(runs: pd.DataFrame) -> pd.DataFrame:
     """Rerun trials (their `rank` column names the configuration they repeat)."""
     return runs[runs["stage"].eq("rerun")].copy()

@@ -5,7 +5,9 @@ metrics.json), its validation-loss curve as intermediate values (step = tokens s
 the config's distributions, and one user attribute per metric, so the dashboard can sort and filter by any of
 them. Stage-1 parameters the grid held at one value get a single-value distribution: Optuna's importance
 evaluators skip those. A rerun study has one trial per configuration, its value the mean over seeds, so its best
-trial is best.csv's winner; a configuration with a failed seed is a FAIL trial, as it cannot win.
+trial is best.csv's winner; a configuration with a failed seed is a FAIL trial, as it cannot win. With
+successive-halving rungs a configuration is one trial, as in Optuna's own pruners: its furthest rung, PRUNED (with
+its curve) when it stopped before the full budget.
 
 Two files: results/optuna/live.log grows as each collection lands (rule optuna_live appends under Optuna's file
 lock), so the dashboard follows a running sweep; results/optuna/journal.log is written whole from every
@@ -24,11 +26,12 @@ from pathlib import Path
 
 from metatune.contract import METRIC_FIELDS, PLACEMENT_KEYS, parse_utc, trial_id
 from metatune.history import CollectedTrial, read_collections
-from metatune.optimizer.baselines import distributions
+from metatune.fidelity import furthest_rungs
+from metatune.space import Space
 
 STAGES = ("stage1", "stage2", "rerun")
 TRIAL_ATTRS = ("run_id", "status", "seed", *PLACEMENT_KEYS, "device", "trainer", "error", *METRIC_FIELDS,
-               "tokens_per_s")
+               "tokens_per_s", "rung", "tokens_trained")
 # A rerun configuration's cost is the sum over its seeds, its peak memory their largest, its losses means over
 # the ok seeds.
 SUMMED = ("tokens_seen", "wall_s", "gpu_hours")
@@ -48,7 +51,7 @@ def fixed_params(space: dict, stage: str) -> dict:
 def stage_distributions(space: dict, stage: str) -> dict:
     import optuna
 
-    dists = distributions(space)
+    dists = {p.name: p.optuna_distribution() for p in Space.parse(space)}
     for name, value in fixed_params(space, stage).items():
         if isinstance(dists[name], optuna.distributions.CategoricalDistribution):
             dists[name] = optuna.distributions.CategoricalDistribution([value])
@@ -86,12 +89,13 @@ def times(collected: CollectedTrial) -> tuple[datetime, datetime]:
     return end - timedelta(seconds=m["wall_s"] or 0.0), end
 
 
-def frozen(state_ok: bool, value, hp: dict, dists: dict, attrs: dict, curve: dict, start, end):
+def frozen(state_ok: bool, value, hp: dict, dists: dict, attrs: dict, curve: dict, start, end, pruned=False):
     import optuna
 
+    State = optuna.trial.TrialState
     return optuna.trial.FrozenTrial(
         number=0, trial_id=0,  # the storage numbers trials as they are added
-        state=optuna.trial.TrialState.COMPLETE if state_ok else optuna.trial.TrialState.FAIL,
+        state=State.FAIL if not state_ok else State.PRUNED if pruned else State.COMPLETE,
         value=value if state_ok else None, values=None, datetime_start=start, datetime_complete=end,
         params={k: hp[k] for k in dists}, distributions=dists, user_attrs=attrs, system_attrs={},
         intermediate_values=curve,
@@ -102,7 +106,7 @@ def search_trial(collected: CollectedTrial, dists: dict):
     m = collected.metrics
     attrs = {"trial_id": trial_id(m["dataset"], m["stage"], m["run_id"]), **{k: m.get(k) for k in TRIAL_ATTRS}}
     return frozen(m["status"] == "ok", m["val_loss"], m["hp"], dists, attrs, read_curve(collected.path),
-                  *times(collected))
+                  *times(collected), pruned=bool(m.get("partial")))
 
 
 def rerun_trials(trials: list[CollectedTrial], dists: dict) -> list:
@@ -142,7 +146,8 @@ def stage_trials(stage: str, trials: list[CollectedTrial], space: dict) -> list:
     dists = stage_distributions(space, stage)
     if stage == "rerun":
         return rerun_trials(trials, dists)
-    return [search_trial(t, dists) for t in trials]
+    furthest = {id(m) for m in furthest_rungs([t.metrics for t in trials])}
+    return [search_trial(t, dists) for t in trials if id(t.metrics) in furthest]
 
 
 def open_study(storage, dataset: str, stage: str, space: dict, first: dict):

@@ -19,7 +19,8 @@ from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, MaxNLocat
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from metatune.io import atomic_write_bytes  # noqa: E402
-from metatune.report.data import SEARCH_STAGES, ok_loss, pareto_front  # noqa: E402
+from metatune.report.data import SEARCH_STAGES, ok_loss, pareto_front, sweep_spend  # noqa: E402
+from metatune.space import Param, Space  # noqa: E402
 
 STAGE_COLORS = {"stage1": "tab:blue", "stage2": "tab:orange", "rerun": "tab:green"}
 FAILED = {"marker": "x", "color": "tab:red", "s": 30, "label": "diverged / failed"}
@@ -86,18 +87,18 @@ def dataset_colors(names: list[str]) -> dict[str, tuple]:
     return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
 
 
-def axis_values(ax, param: dict, values: pd.Series, axis: str, jitter_seed: int = 0) -> np.ndarray:
+def axis_values(ax, param: Param, values: pd.Series, axis: str, jitter_seed: int = 0) -> np.ndarray:
     """Positions for a hyperparameter's values on `axis`: log scale where the space says so; categorical choices
     as ticks, jittered so repeated choices stay visible."""
-    if param["type"] == "categorical":
-        choices = [str(c) for c in param["choices"]]
+    if param.kind == "categorical":
+        choices = [str(c) for c in param.choices]
         index = values.astype(str).map({c: i for i, c in enumerate(choices)}).to_numpy(dtype=float)
         rng = np.random.default_rng(jitter_seed)
         (ax.set_xticks if axis == "x" else ax.set_yticks)(range(len(choices)), choices)
         return index + rng.uniform(-0.15, 0.15, len(index))
-    if param["type"] == "log_float" or param.get("log"):
+    if param.log:
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-        log_axis(ax.xaxis if axis == "x" else ax.yaxis, values.to_numpy(dtype=float), param["type"] == "int")
+        log_axis(ax.xaxis if axis == "x" else ax.yaxis, values.to_numpy(dtype=float), param.kind == "int")
     return values.to_numpy(dtype=float)
 
 
@@ -122,8 +123,8 @@ def loss_landscape(runs: pd.DataFrame, space: dict, dataset: str, out: str | Pat
     norm = plt.Normalize(loss.min(), loss.max())
     best = loss.idxmin() if ok.any() else None
     for ax, (px, py) in zip(axes, pairs):
-        x = axis_values(ax, space[px], trials[f"hp_{px}"], "x", 1)
-        y = axis_values(ax, space[py], trials[f"hp_{py}"], "y", 2)
+        x = axis_values(ax, Space.parse(space)[px], trials[f"hp_{px}"], "x", 1)
+        y = axis_values(ax, Space.parse(space)[py], trials[f"hp_{py}"], "y", 2)
         mask = ok.to_numpy()
         points = ax.scatter(x[mask], y[mask], c=loss[ok], cmap="viridis", norm=norm, s=45, edgecolors="k",
                             linewidths=0.3)
@@ -146,7 +147,7 @@ def loss_slices(runs: pd.DataFrame, space: dict, dataset: str, out: str | Path) 
     loss, ok = ok_loss(trials), trials["status"].eq("ok").to_numpy()
     fig, axes = panels(len(space), 4, (3.8, 3.0))
     for ax, name in zip(axes, space):
-        x = axis_values(ax, space[name], trials[f"hp_{name}"], "x", 3)
+        x = axis_values(ax, Space.parse(space)[name], trials[f"hp_{name}"], "x", 3)
         for stage in SEARCH_STAGES:
             mask = ok & trials["stage"].eq(stage).to_numpy()
             ax.scatter(x[mask], loss[mask], s=25, color=STAGE_COLORS[stage], alpha=0.8, label=stage)
@@ -271,7 +272,7 @@ def transfer_metafeatures(table: pd.DataFrame, metafeatures: list[str], targets:
     for i, target in enumerate(targets):
         for j, mf in enumerate(metafeatures):
             ax = axes[i][j]
-            axis_values(ax, space[target], table[f"hp_{target}"], "y")
+            axis_values(ax, Space.parse(space)[target], table[f"hp_{target}"], "y")
             ax.scatter(table[mf], table[f"hp_{target}"], c=[colors[d] for d in table["dataset"]], s=60,
                        edgecolors="k", linewidths=0.4)
             ax.set_xlabel(mf.removeprefix("mf_"))
@@ -282,13 +283,22 @@ def transfer_metafeatures(table: pd.DataFrame, metafeatures: list[str], targets:
 
 def cost_quality(runs: pd.DataFrame, out: str | Path) -> None:
     """Validation loss against GPU hours (wall-clock seconds where no trial used a GPU) and peak memory for every
-    ok trial, each dataset's Pareto front drawn."""
+    ok trial, each dataset's Pareto front drawn; and the best full-budget loss of the sweep against the tokens it
+    has trained (rungs stop trials early)."""
     ok = runs[runs["status"].eq("ok")]
     names = list(dict.fromkeys(runs["dataset"]))
     colors = dataset_colors(names)
     time_cost = ("gpu_hours", "GPU hours") if ok["gpu_hours"].gt(0).any() else ("wall_s", "training seconds (no GPU)")
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
-    for ax, (cost, label) in zip(axes, (time_cost, ("peak_mem_mb", "peak memory (MB)"))):
+    fig, axes = plt.subplots(1, 3, figsize=(19, 5), layout="constrained")
+    spend = sweep_spend(runs)
+    for name in names:
+        d = spend[spend["dataset"].eq(name)]
+        axes[2].step(d["tokens"], d["best"], where="post", color=colors[name], label=name)
+    axes[2].set_xlabel("tokens trained by the sweep (stages 1 and 2)")
+    tokens_axis(axes[2].xaxis)
+    axes[2].set_ylabel("best full-budget validation loss so far")
+    axes[2].set_title("winner quality against cost")
+    for ax, (cost, label) in zip(axes[:2], (time_cost, ("peak_mem_mb", "peak memory (MB)"))):
         for name in names:
             d = ok[ok["dataset"].eq(name)]
             ax.scatter(d[cost], d["val_loss"], s=14, alpha=0.5, color=colors[name], label=name)

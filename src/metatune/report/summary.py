@@ -81,7 +81,7 @@ def curse_lines(best: pd.DataFrame) -> list[str]:
 
 def recommendation_rows(recommendations: dict[str, dict], names: list[str]) -> list[str]:
     """The zero-shot method's first choice per dataset (the leave-one-out file of the `recommendations` target)."""
-    rows = ["| dataset | recommended configuration | predicted val_loss | failure risk | nearest dataset |",
+    rows = ["| dataset | recommended configuration | expected rank (quantile) | failure risk | nearest dataset |",
             "|---|---|---|---|---|"]
     for name in names:
         doc = recommendations.get(name)
@@ -90,7 +90,7 @@ def recommendation_rows(recommendations: dict[str, dict], names: list[str]) -> l
             continue
         first = doc["recommendations"][0]
         nearest = doc["nearest_datasets"][0]["dataset"] if doc["nearest_datasets"] else "none"
-        rows.append(f"| {name} | {format_hp(first['hp'])} | {first['predicted_objective']:.4f} "
+        rows.append(f"| {name} | {format_hp(first['hp'])} | {first['expected_quantile']:.2f} "
                     f"| {first['fail_probability']:.0%} | {nearest} |")
     return rows
 

@@ -14,11 +14,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from metatune.contract import TrialOutcome, TrialSpec
+from metatune.contract import STATUSES, TrialOutcome, TrialSpec
+from metatune.trainers import registry
 
 STDERR_TAIL = 2000
 OUT_OF_MEMORY = re.compile(r"out of memory|OutOfMemoryError|MemoryError", re.IGNORECASE)
-REPORTABLE_STATUSES = ("ok", "diverged", "oom", "failed")
 
 
 def command_line(spec: TrialSpec, metrics_path: Path, curve_path: Path) -> str:
@@ -65,7 +65,7 @@ def train(spec: TrialSpec) -> TrialOutcome:
     metrics_path, curve_path = out / "external_metrics.json", out / "external_curve.csv"
     metrics_path.unlink(missing_ok=True)
     cmd = command_line(spec, metrics_path, curve_path)
-    timeout = spec.settings.get("timeout_s", 3600)
+    timeout = registry.timeout_s(spec.settings)
     start = time.monotonic()
     proc = subprocess.Popen(cmd, shell=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
@@ -96,7 +96,7 @@ def train(spec: TrialSpec) -> TrialOutcome:
         return TrialOutcome(status="failed", wall_s=wall_s, device="external",
                             error=f"{e}{'; stderr: ' + tail if tail else ''}")
     reported_status = reported.get("status", "ok")
-    if reported_status not in REPORTABLE_STATUSES:
+    if reported_status not in STATUSES:
         return TrialOutcome(status="failed", wall_s=wall_s, device="external",
                             error=f"the metrics file has an unknown status {reported_status!r}")
     if reported_status != "ok":  # the trainer itself says how it went, e.g. it caught its own OOM

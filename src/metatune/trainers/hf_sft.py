@@ -25,6 +25,7 @@ from transformers import TrainerCallback
 from metatune.contract import TrialOutcome, TrialSpec
 from metatune.formats import render_prompt
 from metatune.io import DataError, iter_jsonl
+from metatune.trainers import registry
 from metatune.trainers.lora import lora_config
 from metatune.trainers.nanogpt_lora import peak_mem_mb, retry_on_oom
 
@@ -109,6 +110,19 @@ class StopOnDivergence(TrainerCallback):
             control.should_training_stop = True
 
 
+class StopOnTimeout(TrainerCallback):
+    """Stops training once the trial has run `timeout_s` seconds since `start` (model loading included, as in
+    the other trainers); the trial is then recorded as failed."""
+
+    def __init__(self, start: float, timeout_s: float):
+        self.start, self.timeout_s, self.reason = start, timeout_s, None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.monotonic() - self.start > self.timeout_s:
+            self.reason = f"timeout after {self.timeout_s:g} s at step {state.global_step} of {state.max_steps}"
+            control.should_training_stop = True
+
+
 def make_trainer(model, tokenizer, spec: TrialSpec, cfg: SFTSettings, micro_batch: int, callbacks=()):
     from trl import SFTConfig, SFTTrainer
 
@@ -117,8 +131,9 @@ def make_trainer(model, tokenizer, spec: TrialSpec, cfg: SFTSettings, micro_batc
     args = SFTConfig(
         output_dir=str(Path(spec.out_dir) / "hf_trainer"), max_steps=max(1, spec.token_budget // (hp["batch_size"] * spec.seq_len)),
         per_device_train_batch_size=micro, per_device_eval_batch_size=micro, gradient_accumulation_steps=accumulation,
-        learning_rate=hp["learning_rate"], lr_scheduler_type="cosine", warmup_steps=hp.get("warmup_ratio", 0.0),
-        weight_decay=hp.get("weight_decay", 0.0), max_grad_norm=1.0, max_length=cfg.max_seq_length,
+        learning_rate=hp["learning_rate"], lr_scheduler_type="cosine",
+        warmup_steps=hp["warmup_ratio"],  # a float below 1 is a share of the steps (transformers 5)
+        weight_decay=hp["weight_decay"], max_grad_norm=1.0, max_length=cfg.max_seq_length,
         completion_only_loss=True, eval_strategy="steps", eval_steps=cfg.eval_interval, logging_steps=1,
         save_strategy="no", report_to="none", seed=spec.seed, data_seed=spec.seed, bf16=cuda, use_cpu=not cuda,
         gradient_checkpointing=cfg.gradient_checkpointing, disable_tqdm=True, dataloader_num_workers=0,
@@ -156,17 +171,21 @@ def fit(spec: TrialSpec, cfg: SFTSettings, micro_batch: int) -> TrialOutcome:
         torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(spec.seed)
     model, tokenizer = build_model(cfg.base_model, spec.hp, cfg, quantize)
-    guard = StopOnDivergence(cfg.diverge_factor)
-    trainer = make_trainer(model, tokenizer, spec, cfg, micro_batch, callbacks=[guard])
-    start_eval = {**trainer.evaluate(), "step": 0}  # step 0 of the curve: train() starts a new log, so kept here
+    guard, clock = StopOnDivergence(cfg.diverge_factor), StopOnTimeout(start, registry.timeout_s(spec.settings))
+    trainer = make_trainer(model, tokenizer, spec, cfg, micro_batch, callbacks=[guard, clock])
+    first = trainer.evaluate()  # step 0 of the curve
     train_start = time.monotonic()
     trainer.train()
     train_s = time.monotonic() - train_start
-    status, error = ("diverged", guard.reason) if guard.reason else ("ok", None)
-    last_evaluated = any("eval_loss" in e and e["step"] == trainer.state.global_step for e in trainer.state.log_history)
-    if status == "ok" and not last_evaluated:
+    status, error = "ok", None
+    if guard.reason or clock.reason:
+        status, error = ("diverged", guard.reason) if guard.reason else ("failed", clock.reason)
+    evaluated = [e["step"] for e in trainer.state.log_history if "eval_loss" in e]
+    if status == "ok" and evaluated[-1:] != [trainer.state.global_step]:
         trainer.evaluate()  # the last step was not an evaluation step
-    curve = curve_rows([start_eval, *trainer.state.log_history], spec.hp["batch_size"] * spec.seq_len)
+    curve = curve_rows(trainer.state.log_history, spec.hp["batch_size"] * spec.seq_len)
+    if not curve or curve[0]["step"] != 0:  # a trainer that starts its log afresh at train() dropped step 0
+        curve.insert(0, {"step": 0, "tokens": 0, "train_loss": None, "val_loss": first["eval_loss"]})
     if status == "ok" and not math.isfinite(curve[-1]["val_loss"]):
         status, error = "diverged", f"val loss {curve[-1]['val_loss']} at step {curve[-1]['step']}"
     if spec.save_adapter and status == "ok":

@@ -34,7 +34,7 @@ def lora_config(hp: dict, model_type: str, rslora: bool):
     from peft import LoraConfig
 
     return LoraConfig(
-        r=int(hp["lora_r"]), lora_alpha=hp["lora_alpha"], lora_dropout=hp.get("lora_dropout", 0.0),
-        target_modules=target_modules(model_type, hp.get("target_modules", "attn_mlp")),
+        r=int(hp["lora_r"]), lora_alpha=hp["lora_alpha"], lora_dropout=hp["lora_dropout"],
+        target_modules=target_modules(model_type, hp["target_modules"]),
         fan_in_fan_out=model_type in FAN_IN_FAN_OUT, use_rslora=rslora, bias="none", task_type="CAUSAL_LM",
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import io
 import math
 import resource
 import time
@@ -24,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from metatune.contract import TrialOutcome, TrialSpec
-from metatune.io import read_json
+from metatune.io import atomic_write_bytes, read_json
+from metatune.trainers import registry
 from metatune.trainers.lora import lora_config
 
 
@@ -146,8 +148,52 @@ def peak_mem_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def steps_at(sizes: list[int], seq_len: int, tokens: int) -> int:
+    """How many of the steps fit within `tokens` (at least one): where a rung at that many tokens stops."""
+    ends = np.cumsum(sizes) * seq_len
+    return max(1, int(np.searchsorted(ends, tokens, side="right")))
+
+
+def trainable_state(model) -> dict:
+    """The adapter's weights: the trainable parameters only, never the frozen base model."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(path: str | Path, model, optimizer, gen: torch.Generator, device: str, progress: dict) -> None:
+    """Everything a promoted trial needs to go on exactly where it stopped: the adapter, the optimizer's moments,
+    both random streams (training windows; dropout) and the loop's state (step, tokens, curve so far). The
+    learning-rate schedule is a function of the step and the full budget, so the step is its position."""
+    state = {"adapter": trainable_state(model), "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
+             "torch_rng": torch.get_rng_state(), "progress": progress}
+    if on_cuda(device):
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path, model, optimizer, gen: torch.Generator, device: str) -> dict:
+    """Restore what `save_checkpoint` wrote into a freshly built model and optimizer; returns the loop's state."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    missing = set(trainable_state(model)) ^ set(state["adapter"])
+    if missing:
+        raise ValueError(f"{path}: checkpoint does not fit this adapter (parameters {sorted(missing)[:3]} ...)")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.copy_(state["adapter"][name])
+    optimizer.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"].cpu())
+    torch.set_rng_state(state["torch_rng"].cpu())
+    if on_cuda(device) and "cuda_rng" in state:
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+    return state["progress"]
+
+
 def fit(spec: TrialSpec, cfg: NanoGPTSettings, micro_batch: int) -> TrialOutcome:
-    """One attempt at the trial with the given micro-batch; CUDA OOM propagates (see `retry_on_oom`)."""
+    """One attempt at the trial with the given micro-batch; CUDA OOM propagates (see `retry_on_oom`). With rungs
+    it trains from its checkpoint (spec.resume_from) or from the start up to spec.stop_at_tokens, on the
+    schedule of the whole budget, and leaves a checkpoint for the next rung."""
     start = time.monotonic()
     device = pick_device(cfg.device)
     torch.manual_seed(spec.seed)  # LoRA init and dropout
@@ -160,24 +206,34 @@ def fit(spec: TrialSpec, cfg: NanoGPTSettings, micro_batch: int) -> TrialOutcome
     forward = torch.compile(model) if cfg.compile else model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hp["learning_rate"], betas=(0.9, 0.95),
-                                  weight_decay=hp.get("weight_decay", 0.0), fused=on_cuda(device))
+                                  weight_decay=hp["weight_decay"], fused=on_cuda(device))
     sizes = step_sizes(spec.token_budget, int(hp["batch_size"]), T)
+    stop = len(sizes) if spec.stop_at_tokens is None else min(len(sizes), steps_at(sizes, T, spec.stop_at_tokens))
+    # Every run of the configuration evaluates at the rungs, so a trial promoted through them and one trained
+    # without a stop record the same curve.
+    rung_steps = {steps_at(sizes, T, t) for t in spec.rung_tokens}
     n_train = n_tokens(spec.train_path, T)
     val_offsets = eval_offsets(spec.val_path, spec.dataset, cfg.eval_batches * cfg.micro_batch_size, T)
     gen = torch.Generator().manual_seed(spec.seed)  # the training windows
-    timeout = spec.settings.get("timeout_s", math.inf)
+    timeout = registry.timeout_s(spec.settings)
 
     def eval_row(step: int, tokens: int, train_loss: float | None) -> dict:
         return {"step": step, "tokens": tokens, "train_loss": train_loss,
                 "val_loss": evaluate(model, spec.val_path, val_offsets, T, micro_batch, device)}
 
-    curve = [eval_row(0, 0, None)]
-    start_loss, tokens, recent, status, error = curve[0]["val_loss"], 0, [], "ok", None
+    if spec.resume_from:
+        progress = load_checkpoint(spec.resume_from, model, optimizer, gen, device)
+    else:
+        curve = [eval_row(0, 0, None)]
+        progress = {"step": 0, "tokens": 0, "curve": curve, "start_loss": curve[0]["val_loss"], "recent": []}
+    first, resumed, tokens, curve = progress["step"], progress["tokens"], progress["tokens"], progress["curve"]
+    start_loss, recent, status, error = progress["start_loss"], progress["recent"], "ok", None
     train_start = time.monotonic()
     model.train()
-    for step, n in enumerate(sizes):
+    for step in range(first, stop):
+        n = sizes[step]
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, len(sizes), hp["learning_rate"], hp.get("warmup_ratio", 0.0), cfg.min_lr_ratio)
+            group["lr"] = lr_at(step, len(sizes), hp["learning_rate"], hp["warmup_ratio"], cfg.min_lr_ratio)
         offsets = torch.randint(n_train - T, (n,), generator=gen).numpy()
         step_loss = 0.0
         for chunk in micro_chunks(n, micro_batch):
@@ -197,8 +253,8 @@ def fit(spec: TrialSpec, cfg: NanoGPTSettings, micro_batch: int) -> TrialOutcome
         if not math.isfinite(step_loss) or step_loss > cfg.diverge_factor * start_loss:
             status, error = "diverged", (f"train loss {step_loss:.4g} at step {step + 1} (start {start_loss:.4g}, "
                                          f"limit {cfg.diverge_factor:g}x)")
-        last = step == len(sizes) - 1 or status != "ok"
-        if (step + 1) % cfg.eval_interval == 0 or last:
+        last = step == stop - 1 or status != "ok"
+        if (step + 1) % cfg.eval_interval == 0 or step + 1 in rung_steps or last:
             curve.append(eval_row(step + 1, tokens, sum(recent) / len(recent)))
             recent = []
             if status == "ok" and not math.isfinite(curve[-1]["val_loss"]):
@@ -207,21 +263,26 @@ def fit(spec: TrialSpec, cfg: NanoGPTSettings, micro_batch: int) -> TrialOutcome
             status, error = "failed", f"timeout after {timeout:g} s at step {step + 1} of {len(sizes)}"
         if status != "ok":
             break
-    train_s = time.monotonic() - train_start
+    train_s = max(time.monotonic() - train_start, 1e-9)
+    if spec.checkpoint_path and status == "ok":
+        save_checkpoint(spec.checkpoint_path, model, optimizer, gen, device,
+                        {"step": stop, "tokens": tokens, "curve": curve, "start_loss": start_loss, "recent": recent})
     if spec.save_adapter and status == "ok":
         model.save_pretrained(Path(spec.out_dir) / "adapter")
     val_losses = [r["val_loss"] for r in curve[1:] if math.isfinite(r["val_loss"])]
     wall_s = time.monotonic() - start
-    print(f"{spec.run_id}: {status}, {len(sizes)} steps, micro-batch {micro_batch}, "
-          f"{tokens / train_s:.0f} tokens/s on {device} ({torch.get_num_threads()} threads)")
+    trained_here = tokens - resumed
+    print(f"{spec.run_id}: {status}, steps {first}..{stop} of {len(sizes)}, micro-batch {micro_batch}, "
+          f"{trained_here / train_s:.0f} tokens/s on {device} ({torch.get_num_threads()} threads)")
     import peft
     import transformers
 
     return TrialOutcome(
         status=status, val_loss=curve[-1]["val_loss"] if status == "ok" else None,
         best_val_loss=min(val_losses) if val_losses else None, train_loss=curve[-1]["train_loss"],
-        tokens_seen=tokens, wall_s=round(wall_s, 3), gpu_hours=wall_s / 3600 if on_cuda(device) else 0.0,
-        peak_mem_mb=round(peak_mem_mb(device), 1), tokens_per_s=round(tokens / train_s, 1), device=device,
+        tokens_seen=tokens, tokens_resumed=resumed, wall_s=round(wall_s, 3),
+        gpu_hours=wall_s / 3600 if on_cuda(device) else 0.0,
+        peak_mem_mb=round(peak_mem_mb(device), 1), tokens_per_s=round(trained_here / train_s, 1), device=device,
         error=error, curve=curve,
         versions={"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
     )
