@@ -1,11 +1,9 @@
 # metatune: meta-tuning of LoRA hyperparameters across many datasets.
 # This file is the index: the rules live in rules/, the code in src/metatune/, the settings in config/.
+# The config: --configfile STUDY (else the demo, config/config.yaml), resolved in rules/common.smk.
 from snakemake.utils import min_version
 
 min_version("9.0")
-
-
-configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"
@@ -17,6 +15,11 @@ include: "rules/model.smk"
 include: "rules/sweep.smk"
 include: "rules/eval.smk"
 include: "rules/report.smk"
+
+
+# Each run keeps the config it resolved: results/configs/<hash>.yaml (only here, not in dry runs or cluster jobs).
+onstart:
+    metatune_config.write_resolved(config)
 
 
 rule all:

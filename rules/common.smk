@@ -19,12 +19,17 @@ from metatune import config as metatune_config
 from metatune import space as metatune_space
 from metatune.trainers import registry as metatune_trainers
 
+# The config is resolved from the files given on the command line (or a profile's configfile), else the demo,
+# then the --config overrides: Snakemake's own key-by-key merge of them is replaced. Cluster jobs re-read this
+# with the same arguments and so resolve the same config. `metatune check-config` calls the same function.
 try:
-    _validated = metatune_config.validate(config)
+    _resolved = metatune_config.resolve(
+        workflow.overwrite_configfiles, workflow.config_settings.config
+    )
 except metatune_config.ConfigError as e:
     raise WorkflowError(f"invalid config: {e}")
 config.clear()
-config.update(_validated)
+config.update(_resolved)
 
 
 def profile_slurm_account():
@@ -116,6 +121,16 @@ def collected(stage, datasets=None, rounds=STAGE2_ROUNDS):
 
 
 ALL_COLLECTED = collected("stage1") + collected("stage2") + collected("rerun")
+# The Optuna journal that rule optuna_live appends each collection to as it lands.
+LIVE_JOURNAL = "results/optuna/live.log"
+
+
+def landed(collections):
+    """The receipts of rule optuna_live for these collections."""
+    names = (
+        c.removeprefix("results/collected/").removesuffix(".jsonl") for c in collections
+    )
+    return [f"results/optuna/landed/{name}.json" for name in names]
 
 
 # What every trial reads, as wildcard patterns: the metafeatures; the bins (and their meta.json) or the JSONL

@@ -46,6 +46,8 @@ rule plot_search:
         "logs/report/search.log",
     conda:
         "../envs/metatune.yaml"
+    params:
+        method=config["optimizer"]["method"],
     script:
         "../workflow/scripts/plot_search.py"
 
@@ -98,6 +100,7 @@ rule plot_transfer:
     params:
         space=config["space"],
         n_metafeatures=4,
+        method=config["optimizer"]["method"],
     script:
         "../workflow/scripts/plot_transfer.py"
 
@@ -152,8 +155,51 @@ rule summary:
         "logs/report/summary.log",
     conda:
         "../envs/metatune.yaml"
+    params:
+        method=config["optimizer"]["method"],
     script:
         "../workflow/scripts/summary.py"
+
+
+# The live journal: each collection's trials are appended to it as the collection lands (a high priority runs
+# these jobs as soon as they can; a dataset's rounds append in order), so `optuna-dashboard
+# results/optuna/live.log` follows a running sweep. Each job's declared output is a receipt; rule optuna_journal
+# below writes the complete journal once every collection is in.
+rule optuna_live:
+    input:
+        collection="results/collected/{stage}/{dataset}.jsonl",
+    output:
+        "results/optuna/landed/{stage}/{dataset}.json",
+    log:
+        "logs/report/optuna_live/{stage}/{dataset}.log",
+    wildcard_constraints:
+        stage="stage1|rerun",
+    priority: 50
+    conda:
+        "../envs/metatune.yaml"
+    params:
+        space=config["space"],
+        journal=LIVE_JOURNAL,
+    script:
+        "../workflow/scripts/optuna_live.py"
+
+
+rule optuna_live_round:
+    input:
+        collection="results/collected/stage2/{dataset}/round{round}.jsonl",
+        earlier=lambda wc: landed(earlier_rounds(wc)),
+    output:
+        "results/optuna/landed/stage2/{dataset}/round{round}.json",
+    log:
+        "logs/report/optuna_live/stage2/{dataset}/round{round}.log",
+    priority: 50
+    conda:
+        "../envs/metatune.yaml"
+    params:
+        space=config["space"],
+        journal=LIVE_JOURNAL,
+    script:
+        "../workflow/scripts/optuna_live.py"
 
 
 rule optuna_journal:
@@ -184,3 +230,4 @@ rule report_files:
         mbpp=REPORT_MBPP,
         summary="results/report/summary.md",
         journal="results/optuna/journal.log",
+        live=landed(ALL_COLLECTED),

@@ -69,28 +69,36 @@ rule collect_reruns:
         "../workflow/scripts/collect_trials.py"
 
 
+# Every dataset's stage-1 trials and metafeatures: what the optimizer learns from.
 rule stage1_history:
     input:
         collected=collected("stage1"),
+        metafeatures=expand(
+            "results/data/{dataset}/metafeatures.json", dataset=DATASETS
+        ),
     output:
-        "results/stage1/history.csv",
+        history="results/stage1/history.csv",
+        metafeatures="results/stage1/metafeatures.json",
     log:
         "logs/stage1_history.log",
     conda:
         "../envs/metatune.yaml"
     params:
         space=config["space"],
+        datasets=list(DATASETS),
     script:
         "../workflow/scripts/stage1_history.py"
 
 
+# A proposal, once made, is kept, like a trial: growing a finished sweep (a dataset, a grid value) proposes only
+# the new dataset's rounds. So the inputs every dataset shares are ancient (their newer copies do not redo old
+# proposals), and the space comes from the config, not a param (a param that changes reruns its jobs).
+# Delete results/stage2/ to propose anew.
 rule propose:
     input:
-        history="results/stage1/history.csv",
+        history=ancient("results/stage1/history.csv"),
+        metafeatures=ancient("results/stage1/metafeatures.json"),
         earlier=earlier_rounds,
-        metafeatures=expand(
-            "results/data/{dataset}/metafeatures.json", dataset=DATASETS
-        ),
     output:
         "results/stage2/{dataset}/round{round}/proposals.json",
     log:
@@ -100,11 +108,9 @@ rule propose:
     conda:
         "../envs/metatune.yaml"
     params:
-        space=config["space"],
         method=config["optimizer"]["method"],
         batch=config["stage2"]["batch"],
         seed=config["seed"],
-        datasets=list(DATASETS),
     script:
         "../workflow/scripts/propose.py"
 
@@ -149,7 +155,7 @@ rule trial_stage2:
         "python -m metatune.trial --stage-settings {params.settings:q} --dataset {wildcards.dataset}"
         " --run-id r{wildcards.round}-{wildcards.index} --metafeatures {input.metafeatures}"
         " --metrics {output.metrics} --hp-file {input.proposals} --hp-index {wildcards.index}"
-        " > {log} 2>&1"
+        " --round {wildcards.round} > {log} 2>&1"
 
 
 rule select:
@@ -195,7 +201,11 @@ rule summarize_reruns:
         selections=expand("results/rerun/{dataset}/selection.json", dataset=DATASETS),
         collected=collected("rerun"),
     output:
-        "results/tables/best.csv",
+        report(
+            "results/tables/best.csv",
+            caption="../workflow/report/best_table.rst",
+            category="Tables",
+        ),
     log:
         "logs/summarize_reruns.log",
     conda:
@@ -221,7 +231,11 @@ rule export:
             "results/data/{dataset}/metafeatures.json", dataset=DATASETS
         ),
     output:
-        "results/tables/runs.csv",
+        report(
+            "results/tables/runs.csv",
+            caption="../workflow/report/runs_table.rst",
+            category="Tables",
+        ),
     log:
         "logs/export.log",
     conda:

@@ -68,6 +68,20 @@ def tiny_sweep(tmp_path_factory) -> Path:
     return workdir
 
 
+def without_clock(table: Path) -> str:
+    """A runs.csv without its started_at and finished_at columns: what two sweeps of one config share (the
+    trials' times are when each ran)."""
+    import csv
+    import io
+
+    with open(table, newline="") as f:
+        rows = list(csv.reader(f))
+    keep = [i for i, name in enumerate(rows[0]) if name not in ("started_at", "finished_at")]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows([[row[i] for i in keep] for row in rows])
+    return out.getvalue()
+
+
 def job_counts(dry_run_output: str) -> dict[str, int]:
     """Parse the 'Job stats' table of `snakemake -n`."""
     counts: dict[str, int] = {}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, run_snakemake
+from conftest import ROOT, run_snakemake, without_clock
 
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 N_KILLS = 10
@@ -46,12 +46,12 @@ def test_chaos_kills_lose_nothing(reference, tmp_path):
     print(f"chaos: {kills} SIGKILLs of the whole Snakemake tree survived")  # the figure, shown with pytest -s
     assert kills >= 5, "the sweep finished too early for the chaos test to mean anything"
     run_snakemake(tmp_path, "--cores", "2", "--configfile", str(TINY), "--rerun-incomplete")
-    for table in ("runs.csv", "best.csv"):
-        assert (tmp_path / "results/tables" / table).read_bytes() == (reference / "results/tables" / table).read_bytes()
+    assert (tmp_path / "results/tables/best.csv").read_bytes() == (reference / "results/tables/best.csv").read_bytes()
+    assert without_clock(tmp_path / "results/tables/runs.csv") == without_clock(reference / "results/tables/runs.csv")
     for path in (tmp_path / "results").rglob("*.json"):  # no truncated JSON anywhere
         json.loads(path.read_text())
     rows = (tmp_path / "results/tables/runs.csv").read_text().splitlines()[1:]
-    assert len({row.split(",")[0] + row.split(",")[2] + row.split(",")[1] for row in rows}) == len(rows)
+    assert len({row.split(",")[0] for row in rows}) == len(rows)  # trial_id: no trial twice
 
 
 FAULTY_TRAINER = """

@@ -60,23 +60,27 @@ def sft_data(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_llama(sft_data, tmp_path_factory) -> Path:
-    """A random 2-layer Llama with a 512-token byte-level BPE trained here on the same records."""
+def build_tiny_llama(texts: list[str], out: Path, max_positions: int = 256) -> Path:
+    """A random 2-layer Llama with a 512-token byte-level BPE trained on `texts`, saved to `out`."""
     import torch
     from tokenizers import ByteLevelBPETokenizer
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    out = tmp_path_factory.mktemp("tiny_llama")
-    texts = [json.loads(line)["prompt"] + json.loads(line)["completion"]
-             for line in (sft_data / "train.jsonl").read_text().splitlines()]
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(texts, vocab_size=512, special_tokens=["<|endoftext|>"])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     tokenizer.save_pretrained(out)
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=max_positions,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     LlamaForCausalLM(config).save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(sft_data, tmp_path_factory) -> Path:
+    """The tiny Llama, its tokenizer trained on the same records."""
+    texts = [json.loads(line)["prompt"] + json.loads(line)["completion"]
+             for line in (sft_data / "train.jsonl").read_text().splitlines()]
+    return build_tiny_llama(texts, tmp_path_factory.mktemp("tiny_llama"))

@@ -1,4 +1,9 @@
-"""Load and validate the workflow configuration.
+"""Resolve, load and validate the workflow configuration.
+
+`resolve` is what the workflow runs (rules/common.smk calls it, and so does `metatune check-config`): the study
+files given (else the demo, config/config.yaml), merged in order, then the `--config` overrides, then the schema's
+defaults and checks. A study never inherits the demo's values; sections the schema marks `x-merge: whole` (the
+search space, a trainer's settings, ...) are replaced as a whole, never merged key by key.
 
 The JSON Schema (config/schemas/config.schema.yaml) checks types, ranges and unknown keys and fills defaults;
 `check_semantics` then checks what a schema cannot say (unique names, grids inside their ranges, template
@@ -9,18 +14,26 @@ before Snakemake builds a single job.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import string
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
+from metatune.io import atomic_write_text
 from metatune.space import Space, SpaceError
 from metatune.trainers import registry as trainers
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schemas" / "config.schema.yaml"
+_CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+SCHEMA_PATH = _CONFIG_DIR / "schemas" / "config.schema.yaml"
+# What runs when no config file is given (`snakemake` alone).
+DEMO_PATH = _CONFIG_DIR / "config.yaml"
+# A study file's key naming the file it extends (read first; this file is merged over it).
+EXTENDS_KEY = "extends"
 
 # The variables an external trainer's command template may use (DESIGN.md, "External trainer").
 EXTERNAL_TEMPLATE_VARS = frozenset(
@@ -62,33 +75,158 @@ def _pick_error(errors: list[jsonschema.ValidationError]) -> jsonschema.Validati
     return error
 
 
+def _holds(error: jsonschema.ValidationError, sub: jsonschema.ValidationError) -> bool:
+    """Whether `sub` is `error` or one of the errors inside it (a oneOf's branches)."""
+    return error is sub or any(_holds(e, sub) for e in error.context)
+
+
+def _schema_errors(errors: list[jsonschema.ValidationError], shown: int = 5) -> str | None:
+    """All schema errors as one message, led by a wrong value inside the config (the concrete mistake) before a
+    missing or unknown top-level key."""
+    if not errors:
+        return None
+    lead = _pick_error([e for e in errors if e.absolute_path] or errors)
+    messages = [f"{_key(e.absolute_path)}: {e.message}"
+                for e in [lead, *(_pick_error([e]) for e in errors if not _holds(e, lead))]]
+    first, *others = dict.fromkeys(messages)
+    if len(others) > shown:
+        others = [*others[:shown], f"{len(others) - shown} more"]
+    return f"{first} (also {'; '.join(others)})" if others else first
+
+
+def _deref(schema: dict, root: dict) -> dict:
+    """`schema` with its $ref resolved (keywords beside the $ref win)."""
+    if "$ref" not in schema:
+        return schema
+    ref = schema["$ref"]
+    assert ref.startswith("#/$defs/"), ref
+    return {**root["$defs"][ref.removeprefix("#/$defs/")], **{k: v for k, v in schema.items() if k != "$ref"}}
+
+
+def _object_schemas(instance: dict, schema: dict) -> list[dict]:
+    """The schema of a mapping and the oneOf branch its `kind` selects (a dataset's source)."""
+    branches = [b for b in schema.get("oneOf", [])
+                if "kind" in instance and b.get("properties", {}).get("kind", {}).get("const") == instance["kind"]]
+    return [schema, *branches]
+
+
+def _property_schema(schemas: list[dict], name: str) -> dict | None:
+    for schema in schemas:
+        sub = schema.get("properties", {}).get(name)
+        if isinstance(sub, dict):
+            return sub
+    extra = schemas[0].get("additionalProperties")
+    return extra if isinstance(extra, dict) else None
+
+
 def _fill_defaults(instance: Any, schema: dict, root: dict) -> None:
     """Fill `default`s of object properties in place, recursing through $ref, items and oneOf branches."""
-    if "$ref" in schema:
-        ref = schema["$ref"]
-        assert ref.startswith("#/$defs/"), ref
-        target = root["$defs"][ref.removeprefix("#/$defs/")]
-        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    schema = _deref(schema, root)
     if isinstance(instance, dict):
-        for name, sub in schema.get("properties", {}).items():
-            if not isinstance(sub, dict):
-                continue
-            if name not in instance and "default" in sub:
-                instance[name] = copy.deepcopy(sub["default"])
-            if name in instance:
+        for node in _object_schemas(instance, schema):
+            for name, sub in node.get("properties", {}).items():
+                if isinstance(sub, dict) and name not in instance and "default" in sub:
+                    instance[name] = copy.deepcopy(sub["default"])
+        schemas = _object_schemas(instance, schema)
+        for name in instance:
+            sub = _property_schema(schemas, name)
+            if sub is not None:
                 _fill_defaults(instance[name], sub, root)
-        extra = schema.get("additionalProperties")
-        if isinstance(extra, dict):
-            for name in instance:
-                if name not in schema.get("properties", {}):
-                    _fill_defaults(instance[name], extra, root)
-        for branch in schema.get("oneOf", []):
-            kind = branch.get("properties", {}).get("kind", {}).get("const")
-            if kind is not None and instance.get("kind") == kind:
-                _fill_defaults(instance, branch, root)
     elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
         for item in instance:
             _fill_defaults(item, schema["items"], root)
+
+
+def _ordered(instance: Any, schema: dict, root: dict) -> Any:
+    """`instance` with every mapping's keys in the schema's order, then free-form keys sorted (as written where
+    the schema says `x-keep-order`: the space's parameters). A rule's params are compared as text to decide
+    whether it reruns, so the same config must give the same text however its file orders the keys."""
+    schema = _deref(schema, root)
+    if isinstance(instance, dict):
+        schemas = _object_schemas(instance, schema)
+        # a oneOf branch lists its keys in reading order (kind, generator, options, then the common caps)
+        known = [name for node in reversed(schemas) for name in node.get("properties", {}) if name in instance]
+        free = [name for name in instance if name not in known]
+        names = known + (free if schema.get("x-keep-order") else sorted(free, key=str))
+        return {name: _ordered(instance[name], _property_schema(schemas, name) or {}, root) for name in names}
+    if isinstance(instance, list):
+        items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
+        return [_ordered(item, items, root) for item in instance]
+    return instance
+
+
+def _plain(value: Any) -> Any:
+    """Plain dicts and lists (config files and Snakemake's --config give ordered dicts and immutable maps)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def merge(base: Any, override: Any, schema: dict | None = None, root: dict | None = None) -> Any:
+    """`override` over `base`: mappings key by key (as Snakemake merges config files), anything else replaced,
+    and a section the schema marks `x-merge: whole` replaced as one value."""
+    root = root or schema or load_schema()
+    schema = _deref(schema if schema is not None else root, root)
+    if schema.get("x-merge") == "whole" or not (isinstance(base, Mapping) and isinstance(override, Mapping)):
+        return _plain(override)
+    merged = _plain(base)
+    schemas = _object_schemas(merged, schema)
+    for name, value in override.items():
+        merged[name] = merge(merged[name], value, _property_schema(schemas, name) or {}, root) if name in merged else _plain(value)
+    return merged
+
+
+def read_study(path: str | Path, schema: dict | None = None, _chain: tuple[Path, ...] = ()) -> dict:
+    """One study file as a mapping. A file with `extends: OTHER.yaml` (relative to its own folder) is merged
+    over that file."""
+    path = Path(path)
+    if path.resolve() in _chain:
+        raise ConfigError(f"{path}: extends itself ({' -> '.join(map(str, [*_chain, path.resolve()]))})")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        got = "an empty file" if raw is None else type(raw).__name__
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {got}")
+    parent = raw.pop(EXTENDS_KEY, None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: {EXTENDS_KEY}: expected a file name, got {parent!r}")
+    base = read_study(path.parent / parent, schema, (*_chain, path.resolve()))
+    return merge(base, raw, schema)
+
+
+def resolve(configfiles: Sequence[str | Path] = (), overrides: Mapping | None = None,
+            schema: dict | None = None) -> dict:
+    """The config the workflow runs: each study file in order (none given: the demo), merged; then the
+    `--config` overrides; then defaults and checks (`validate`). rules/common.smk and `metatune check-config`
+    both call this, so what one prints is what the other runs."""
+    schema = schema or load_schema()
+    raw: dict = {}
+    for path in configfiles or [DEMO_PATH]:
+        raw = merge(raw, read_study(path, schema), schema)
+    return validate(merge(raw, overrides or {}, schema), schema)
+
+
+def dump(config: dict) -> str:
+    """The resolved config as YAML: `metatune check-config --print` prints this, each run keeps a copy."""
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def write_resolved(config: dict, folder: str | Path = "results/configs") -> Path:
+    """Keep the config a run resolved as FOLDER/<hash of its text>.yaml. The name is the content's, so a file
+    already there holds these very bytes: it is left as it is, and no two configs share a file."""
+    text = dump(config)
+    path = Path(folder) / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+    if not path.exists():
+        atomic_write_text(path, text)
+    return path
 
 
 def validate(config: dict, schema: dict | None = None) -> dict:
@@ -98,16 +236,16 @@ def validate(config: dict, schema: dict | None = None) -> dict:
         raise ConfigError(f"<config>: expected a mapping, got {type(config).__name__}")
     config = copy.deepcopy(config)
     validator = jsonschema.Draft202012Validator(schema)
-    error = _pick_error(list(validator.iter_errors(config)))
-    if error is not None:
-        raise ConfigError(f"{_key(error.absolute_path)}: {error.message}")
+    message = _schema_errors(list(validator.iter_errors(config)))
+    if message is not None:
+        raise ConfigError(message)
     _fill_defaults(config, schema, schema)
     # Defaults can only add valid values, but check again so a broken default in the schema shows up here.
     error = _pick_error(list(validator.iter_errors(config)))
     if error is not None:
         raise ConfigError(f"{_key(error.absolute_path)}: {error.message} (after defaults)")
     check_semantics(config)
-    return config
+    return _ordered(config, schema, schema)
 
 
 def template_fields(template: str) -> set[str]:
@@ -211,12 +349,5 @@ def check_mbpp(config: dict) -> None:
 
 
 def load(path: str | Path) -> dict:
-    """Read a YAML config file and validate it."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    return validate(raw or {})
+    """One study file, resolved as the workflow resolves it (`snakemake --configfile PATH`)."""
+    return resolve([path])

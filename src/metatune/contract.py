@@ -8,10 +8,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 STATUSES = ("ok", "diverged", "oom", "failed")
 METRIC_FIELDS = ("val_loss", "best_val_loss", "train_loss", "tokens_seen", "wall_s", "gpu_hours", "peak_mem_mb")
 REQUIRED_KEYS = ("run_id", "stage", "dataset", "status", *METRIC_FIELDS, "device", "seed", "hp", "trainer", "error", "versions")
+# Where the trial sits in the sweep, and when it ran: recorded by the runner since metatune 0.2 (older
+# metrics.json files lack them, so they are checked where present). round: the stage-2 round; rank and
+# seed_index: the rerun's configuration (1 is the best) and which of its new seeds; source_trial_id: the trial
+# a rerun repeats; started_at and finished_at: ISO-8601 UTC times around the trainer's call.
+PLACEMENT_KEYS = ("round", "rank", "seed_index", "source_trial_id")
+TIME_KEYS = ("started_at", "finished_at")
+
+
+def trial_id(dataset: str, stage: str, run_id: str) -> str:
+    """A trial's key, unique across the sweep (run ids repeat across datasets and stages): its folder under
+    results/trials/."""
+    return f"{dataset}/{stage}/{run_id}"
 
 
 @dataclass(frozen=True)
@@ -30,6 +43,10 @@ class TrialSpec:
     trainer: str  # simulated | external | ...
     settings: dict = field(default_factory=dict)  # the config's `training` section
     save_adapter: bool = False
+    round: int | None = None  # stage 2: the round that proposed it
+    rank: int | None = None  # reruns: the rank of the configuration repeated (1 is the best)
+    seed_index: int | None = None  # reruns: which of the new seeds (1, 2, ...)
+    source_trial_id: str | None = None  # reruns: trial_id of the stage-1 or stage-2 trial repeated
 
 
 @dataclass
@@ -77,4 +94,30 @@ def validate_metrics(m: dict) -> dict:
         raise MetricsError(f"error: a {m['status']} trial needs a reason")
     if not isinstance(m["hp"], dict):
         raise MetricsError("hp: expected an object")
+    for k in ("round", "rank", "seed_index"):
+        if m.get(k) is not None and (isinstance(m[k], bool) or not isinstance(m[k], int) or m[k] < 0):
+            raise MetricsError(f"{k}: expected a non-negative integer or null, got {m[k]!r}")
+    if m.get("source_trial_id") is not None and not isinstance(m["source_trial_id"], str):
+        raise MetricsError(f"source_trial_id: expected a string or null, got {m['source_trial_id']!r}")
+    for k in TIME_KEYS:
+        if m.get(k) is not None:
+            parse_utc(m[k], k)
+    if m.get("started_at") and m.get("finished_at") and parse_utc(m["finished_at"]) < parse_utc(m["started_at"]):
+        raise MetricsError(f"finished_at {m['finished_at']} is before started_at {m['started_at']}")
     return m
+
+
+def utc_now() -> str:
+    """Now as ISO-8601 UTC with microseconds (what started_at and finished_at hold)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def parse_utc(text, key: str = "timestamp") -> datetime:
+    """An ISO-8601 time with its UTC offset; a naive or malformed one is an error naming `key`."""
+    try:
+        when = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise MetricsError(f"{key}: expected an ISO-8601 time, got {text!r}") from None
+    if when.utcoffset() is None:
+        raise MetricsError(f"{key}: {text!r} has no UTC offset")
+    return when

@@ -1,8 +1,8 @@
 """runs.csv and best.csv: tidy tables, one row per trial (or per rerun configuration), byte-stable.
 
 Rows come in a fixed order (stage, dataset in config order, run id), floats are written as Python's shortest
-round-trip repr, and nothing time- or machine-dependent is added, so running the export again with nothing
-changed gives the same bytes."""
+round-trip repr, and the export adds nothing time- or machine-dependent (a trial's times are its own, from its
+metrics.json), so running the export again with nothing changed gives the same bytes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import math
 import re
 from pathlib import Path
 
-from metatune.contract import METRIC_FIELDS
+from metatune.contract import METRIC_FIELDS, trial_id
 from metatune.io import atomic_write_text
 
 STAGE_ORDER = {"stage1": 0, "stage2": 1, "rerun": 2}
@@ -23,7 +23,9 @@ def _cell(v) -> str:
         return ""
     if isinstance(v, float):
         return repr(v)
-    return str(v)
+    # The csv module leaves a lone carriage return (a progress bar's, in an error message) unquoted, and readers
+    # take it for the end of the row: line breaks become newlines, which it quotes.
+    return str(v).replace("\r\n", "\n").replace("\r", "\n")
 
 
 def natural_key(run_id: str) -> list:
@@ -40,20 +42,48 @@ def write_csv(path: str | Path, columns: list[str], rows: list[dict]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+# runs.csv's columns (docs/tables.md documents each; a test holds the two together) and their pandas dtypes, so
+# every sweep reads back alike whatever its statuses: an all-empty `error` column is text, an all-empty `round`
+# is a nullable integer. hp_<name> (the space's order) and mf_<name> (name order) are added per sweep.
+RUNS_LEADING = {"trial_id": "str", "run_id": "str", "stage": "str", "dataset": "str", "round": "Int64",
+                "rank": "Int64", "seed_index": "Int64", "seed": "Int64", "source_trial_id": "str", "status": "str"}
+RUNS_TRAILING = {"val_loss": "float64", "best_val_loss": "float64", "train_loss": "float64", "tokens_seen": "Int64",
+                 "wall_s": "float64", "gpu_hours": "float64", "peak_mem_mb": "float64", "token_budget": "Int64",
+                 "seq_len": "Int64", "device": "str", "trainer": "str", "started_at": "str", "finished_at": "str",
+                 "error": "str"}
+assert tuple(k for k in RUNS_TRAILING if k in METRIC_FIELDS) == METRIC_FIELDS
+
+
+def runs_columns(space: dict, metafeature_names: list[str]) -> list[str]:
+    return [*RUNS_LEADING, *(f"hp_{k}" for k in space), *RUNS_TRAILING, *(f"mf_{k}" for k in sorted(metafeature_names))]
+
+
 def runs_table(metrics: list[dict], space: dict, metafeatures: dict[str, dict], dataset_order: list[str]) -> tuple[list[str], list[dict]]:
-    mf_names = sorted({k for mf in metafeatures.values() for k in mf})
-    columns = ["run_id", "stage", "dataset", "seed", "status", *(f"hp_{k}" for k in space), *METRIC_FIELDS,
-               "token_budget", "seq_len", "device", "trainer", "error", *(f"mf_{k}" for k in mf_names)]
+    columns = runs_columns(space, sorted({k for mf in metafeatures.values() for k in mf}))
     position = {name: i for i, name in enumerate(dataset_order)}
     ordered = sorted(metrics, key=lambda m: (STAGE_ORDER[m["stage"]], position[m["dataset"]], natural_key(m["run_id"])))
     rows = []
     for m in ordered:
-        row = {k: m.get(k) for k in ("run_id", "stage", "dataset", "seed", "status", *METRIC_FIELDS,
-                                     "token_budget", "seq_len", "device", "trainer", "error")}
+        # .get: metrics.json files older than the placement and time keys leave those cells empty
+        row = {k: m.get(k) for k in (*RUNS_LEADING, *RUNS_TRAILING)}
+        row["trial_id"] = trial_id(m["dataset"], m["stage"], m["run_id"])
         row.update({f"hp_{k}": m["hp"].get(k) for k in space})
         row.update({f"mf_{k}": v for k, v in metafeatures[m["dataset"]].items()})
         rows.append(row)
     return columns, rows
+
+
+def read_runs(path: str | Path):
+    """runs.csv as a DataFrame with the documented dtypes (ids and names stay text even where one looks like a
+    number; empty cells are NaN or <NA>, never a change of type)."""
+    import pandas as pd
+
+    header = pd.read_csv(path, nrows=0).columns
+    dtypes = {**RUNS_LEADING, **RUNS_TRAILING, **{c: "float64" for c in header if c.startswith("mf_")}}
+    dtypes = {c: t for c, t in dtypes.items() if c in header}
+    # Only an empty cell is missing: an error message or a choice that reads "None" or "NA" is text.
+    missing = {c: [""] if dtypes.get(c, "str") == "str" else ["", "nan"] for c in header}
+    return pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values=missing)
 
 
 # best.csv: one row per rerun configuration (docs/tables.md, "best.csv"); then one hp_<name> column per

@@ -7,15 +7,14 @@ from pathlib import Path
 import pandas as pd
 
 from metatune import history, optimizer
-from metatune.io import atomic_write_json, read_json
+from metatune.io import atomic_write_json
 
 
 def write_proposals(out: str | Path, space: dict, history_csv: str | Path, earlier_collections: list[str],
-                    metafeature_paths: dict[str, str], target: str, round_: int, n: int, method: str, seed: int) -> dict:
+                    metafeatures: dict[str, dict], target: str, round_: int, n: int, method: str, seed: int) -> dict:
     stage1 = history.read_history_csv(history_csv, space)
     earlier = pd.DataFrame(history.history_rows(history.collected_metrics(earlier_collections), space), columns=stage1.columns)
     table = pd.concat([stage1, earlier], ignore_index=True) if len(earlier) else stage1
-    metafeatures = {d: read_json(p) for d, p in metafeature_paths.items()}
     # A different seed per round and dataset, so rounds do not repeat each other's random draws.
     result = optimizer.proposal(space, table, target, metafeatures, n, method=method, seed=seed * 1000 + round_)
     doc = {

@@ -20,20 +20,25 @@ from importlib import import_module
 from pathlib import Path
 
 from metatune import __version__
-from metatune.contract import TrialOutcome, TrialSpec, validate_metrics
+from metatune.contract import PLACEMENT_KEYS, TrialOutcome, TrialSpec, trial_id, utc_now, validate_metrics
 from metatune.io import atomic_write_json, atomic_write_text, read_json
 from metatune.trainers import registry
 
 
-def resolve_hp(hp_json: str | None, hp_file: str | None, hp_index: int | None) -> dict:
-    """Stage-1 trials are given their hyperparameters; stage-2 and rerun trials read theirs from the proposals
-    or selection file, which does not exist yet when Snakemake builds the DAG."""
+def config_entry(hp_json: str | None, hp_file: str | None, hp_index: int | None) -> dict:
+    """Stage-1 trials are given their hyperparameters; stage-2 and rerun trials read their entry (its `hp`, and
+    for a rerun the trial it came from) from the proposals or selection file, which does not exist yet when
+    Snakemake builds the DAG."""
     if hp_file is None:
-        return json.loads(hp_json)
+        return {"hp": json.loads(hp_json)}
     configs = read_json(hp_file)["configs"]
     if hp_index is None or not 0 <= hp_index < len(configs):
         raise ValueError(f"{hp_file}: no configuration at index {hp_index} (it has {len(configs)})")
-    return configs[hp_index]["hp"]
+    return configs[hp_index]
+
+
+def resolve_hp(hp_json: str | None, hp_file: str | None, hp_index: int | None) -> dict:
+    return config_entry(hp_json, hp_file, hp_index)["hp"]
 
 
 def rerun_seed(base_seed: int, seed_index: int) -> int:
@@ -48,12 +53,14 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
     stage = json.loads(args.stage_settings)
     paths = {k: stage[k].format(dataset=args.dataset) for k in ("train_path", "val_path")}
     seed = stage["base_seed"] if args.seed_index is None else rerun_seed(stage["base_seed"], args.seed_index)
+    entry = config_entry(args.hp, args.hp_file, args.hp_index if args.hp_rank is None else args.hp_rank - 1)
+    source = trial_id(args.dataset, entry["source_stage"], entry["source_run_id"]) if "source_run_id" in entry else None
     return TrialSpec(
-        run_id=args.run_id, stage=stage["stage"], dataset=args.dataset, seed=seed,
-        hp=resolve_hp(args.hp, args.hp_file, args.hp_index if args.hp_rank is None else args.hp_rank - 1),
+        run_id=args.run_id, stage=stage["stage"], dataset=args.dataset, seed=seed, hp=entry["hp"],
         token_budget=stage["token_budget"], **paths,
         seq_len=stage["seq_len"], metafeatures_path=args.metafeatures, out_dir=str(Path(args.metrics).parent),
         trainer=stage["trainer"], settings=stage["training"], save_adapter=stage["save_adapter"],
+        round=getattr(args, "round", None), rank=args.hp_rank, seed_index=args.seed_index, source_trial_id=source,
     )
 
 
@@ -66,7 +73,8 @@ def curve_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def metrics_record(spec: TrialSpec, outcome: TrialOutcome) -> dict:
+def metrics_record(spec: TrialSpec, outcome: TrialOutcome, started_at: str | None = None,
+                   finished_at: str | None = None) -> dict:
     def finite(x):
         return x if x is None or math.isfinite(x) else None
 
@@ -78,6 +86,7 @@ def metrics_record(spec: TrialSpec, outcome: TrialOutcome) -> dict:
         "gpu_hours": outcome.gpu_hours, "peak_mem_mb": outcome.peak_mem_mb,
         "tokens_per_s": finite(outcome.tokens_per_s), "device": outcome.device,
         "error": outcome.error, "versions": {"metatune": __version__, **outcome.versions},
+        **{k: getattr(spec, k) for k in PLACEMENT_KEYS}, "started_at": started_at, "finished_at": finished_at,
     }
 
 
@@ -89,14 +98,14 @@ def run(spec: TrialSpec) -> dict:
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "spec.json", asdict(spec))
-    start = time.monotonic()
+    started_at, start = utc_now(), time.monotonic()
     try:
         outcome = import_module(trainer.module).train(spec)
     except Exception as e:  # a broken trial is data: record why and let the sweep go on
         traceback.print_exc()
         outcome = TrialOutcome(status="failed", wall_s=time.monotonic() - start,
                                error=f"{type(e).__name__}: {e}"[:2000])
-    metrics = validate_metrics(metrics_record(spec, outcome))
+    metrics = validate_metrics(metrics_record(spec, outcome, started_at, utc_now()))
     atomic_write_text(out / "curve.csv", curve_csv(outcome.curve))
     atomic_write_json(out / "metrics.json", metrics)  # last: its existence means the trial is done
     return metrics
@@ -112,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hp", help="the hyperparameters as JSON (stage 1)")
     parser.add_argument("--hp-file", help="or: proposals.json or selection.json to read them from")
     parser.add_argument("--hp-index", type=int, help="index into that file's configs")
+    parser.add_argument("--round", type=int, help="stage-2 trials: the round that proposed them")
     parser.add_argument("--hp-rank", type=int, help="or: rank into selection.json's configs (1 is the best)")
     parser.add_argument("--seed-index", type=int, help="rerun trials: which of the new seeds")
     metrics = run(spec_from_args(parser.parse_args(argv)))

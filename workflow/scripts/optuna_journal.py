@@ -1,14 +1,12 @@
 """Rule optuna_journal: every trial in an Optuna JournalStorage file, a study per dataset and stage."""
 
-from metatune import history
 from metatune.report import optuna_export
 from metatune.rulelog import log_to
 
 
 def main(smk) -> None:
     with log_to(smk.log[0]):
-        metrics = history.collected_metrics(smk.input.collected)
-        counts = optuna_export.write_journal(smk.output[0], metrics, smk.params.space, smk.params.datasets)
+        counts = optuna_export.write_journal(smk.output[0], smk.input.collected, smk.params.space, smk.params.datasets)
         print(f"{sum(counts.values())} trials in {len(counts)} studies: {counts}")
 
 

@@ -4,7 +4,6 @@ MBPP table to tidy pandas frames. No plotting here."""
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,12 +17,6 @@ SEARCH_STAGES = ("stage1", "stage2")
 # What the transfer plot explains with metafeatures, where the space has them.
 TRANSFER_TARGETS = ("learning_rate", "lora_r")
 MBPP_COLUMNS = ("dataset", "adapter_pass@1", "baseline_pass@1", "diff", "ci95_low", "ci95_high", "verdict")
-RERUN_ID = re.compile(r"top(?P<rank>\d+)-seed(?P<seed>\d+)")
-
-
-def read_runs(path: str | Path) -> pd.DataFrame:
-    # Names and ids stay text even where one looks like a number.
-    return pd.read_csv(path, dtype={"run_id": str, "stage": str, "dataset": str, "status": str, "error": str})
 
 
 BEST_TEXT = ("dataset", "source_run_id", "winner", "verdict", "tied_with", "verdict_reason", "comparison",
@@ -84,10 +77,8 @@ def pareto_front(points: pd.DataFrame, cost: str, loss: str = "val_loss") -> pd.
 
 
 def rerun_seeds(runs: pd.DataFrame) -> pd.DataFrame:
-    """Rerun trials with the rank of the configuration they repeat."""
-    reruns = runs[runs["stage"].eq("rerun")].copy()
-    reruns["rank"] = reruns["run_id"].map(lambda r: int(RERUN_ID.fullmatch(r)["rank"]))
-    return reruns
+    """Rerun trials (their `rank` column names the configuration they repeat)."""
+    return runs[runs["stage"].eq("rerun")].copy()
 
 
 def rerun_curves(collections: Iterable[str | Path], best: pd.DataFrame) -> pd.DataFrame:
@@ -101,11 +92,10 @@ def rerun_curves(collections: Iterable[str | Path], best: pd.DataFrame) -> pd.Da
         if not curve_path.is_file():
             raise DataError(f"{curve_path}: missing (every trial writes it before its metrics.json)")
         curve = pd.read_csv(curve_path)
-        ids = RERUN_ID.fullmatch(m["run_id"])
-        if ids is None:
-            raise DataError(f"{path}: run_id {m['run_id']!r} is not a rerun id (top<rank>-seed<seed>)")
-        rank = int(ids["rank"])
-        frames.append(curve.assign(dataset=m["dataset"], rank=rank, seed=int(ids["seed"]), status=m["status"],
+        if m.get("rank") is None or m.get("seed_index") is None:
+            raise DataError(f"{path}: rerun trial {m['run_id']!r} records no rank and seed_index (rerun it)")
+        rank = m["rank"]
+        frames.append(curve.assign(dataset=m["dataset"], rank=rank, seed=m["seed_index"], status=m["status"],
                                    winner=(m["dataset"], rank) in winners))
     return pd.concat(frames, ignore_index=True)
 

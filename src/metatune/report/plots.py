@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from metatune.io import atomic_write_bytes  # noqa: E402
@@ -44,6 +45,43 @@ def panels(n: int, ncols: int, size: tuple[float, float] = (4.2, 3.4)):
     return fig, list(axes.flat[:n])
 
 
+def figure_legend(fig, handles=None, ncols: int = 5) -> None:
+    """One legend for the whole figure, below its panels (the title is above): never over the data. Without
+    `handles`, the labelled artists of every panel, each label once."""
+    if handles is None:
+        labelled = {}
+        for ax in fig.axes:
+            for handle, label in zip(*ax.get_legend_handles_labels()):
+                labelled.setdefault(label, handle)
+        handles, labels = list(labelled.values()), list(labelled)
+    else:
+        labels = [h.get_label() for h in handles]
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(ncols, len(handles)), fontsize=8,
+                   frameon=False)
+
+
+def tokens_axis(axis) -> None:
+    """Token counts as 500k, 2M, 1.5G: readable at any scale."""
+    axis.set_major_formatter(EngFormatter(sep=""))
+    axis.set_major_locator(MaxNLocator(5))
+
+
+def log_axis(axis, values: np.ndarray, integer: bool) -> None:
+    """Log-scale ticks written plainly (0.0003, 16, 128), as many per decade as the data's range leaves room
+    for, the minor ticks unlabelled: matplotlib's default labels a narrow range's minor ticks until they overlap.
+    Within less than a decade the scale is nearly linear, and evenly spaced ticks read best."""
+    finite = values[np.isfinite(values) & (values > 0)]
+    decades = math.log10(finite.max() / finite.min()) if len(finite) else 0.0
+    if decades < 1.0:
+        axis.set_major_locator(MaxNLocator(4, integer=integer))
+    else:
+        subs = (1.0, 2.0, 5.0) if decades <= 1.5 else (1.0, 3.0) if decades <= 2.5 else (1.0,)
+        axis.set_major_locator(LogLocator(subs=subs, numticks=20))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def dataset_colors(names: list[str]) -> dict[str, tuple]:
     cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
     return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
@@ -60,6 +98,7 @@ def axis_values(ax, param: Param, values: pd.Series, axis: str, jitter_seed: int
         return index + rng.uniform(-0.15, 0.15, len(index))
     if param.log:
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+        log_axis(ax.xaxis if axis == "x" else ax.yaxis, values.to_numpy(dtype=float), param["type"] == "int")
     return values.to_numpy(dtype=float)
 
 
@@ -96,9 +135,9 @@ def loss_landscape(runs: pd.DataFrame, space: dict, dataset: str, out: str | Pat
                        label="best")
         ax.set_xlabel(px)
         ax.set_ylabel(py)
-    axes[0].legend(loc="best", fontsize=7)
     fig.colorbar(points, ax=axes, label="validation loss (lower is better)", shrink=0.8)
     fig.suptitle(f"{dataset}: loss landscape over {len(trials)} search trials (stages 1 and 2)")
+    figure_legend(fig)
     save(fig, out)
 
 
@@ -116,13 +155,13 @@ def loss_slices(runs: pd.DataFrame, space: dict, dataset: str, out: str | Path) 
         ax.scatter(x[~ok], np.full((~ok).sum(), 0.97), transform=blended_transform_factory(ax.transData, ax.transAxes), **FAILED)
         ax.set_xlabel(name)
         ax.set_ylabel("validation loss")
-    axes[0].legend(fontsize=7)
     fig.suptitle(f"{dataset}: validation loss against each hyperparameter")
+    figure_legend(fig)
     save(fig, out)
 
 
-def best_so_far(curves: pd.DataFrame, out: str | Path) -> None:
-    """One panel per dataset: every search trial's loss and the best so far, stage 2 shaded."""
+def best_so_far(curves: pd.DataFrame, method: str, out: str | Path) -> None:
+    """One panel per dataset: every search trial's loss and the best so far, stage 2 (`method`) shaded."""
     names = list(dict.fromkeys(curves["dataset"]))
     fig, axes = panels(len(names), 3)
     for ax, name in zip(axes, names):
@@ -130,7 +169,7 @@ def best_so_far(curves: pd.DataFrame, out: str | Path) -> None:
         stage2 = d[d["stage"].eq("stage2")]
         if len(stage2):
             ax.axvspan(stage2["trial"].min() - 0.5, stage2["trial"].max() + 0.5, color=STAGE_COLORS["stage2"],
-                       alpha=0.12, label="stage 2 (optimizer)")
+                       alpha=0.12, label=f"stage 2 ({method})")
         for stage in SEARCH_STAGES:
             s = d[d["stage"].eq(stage)]
             ax.scatter(s["trial"], s["val_loss"], s=14, color=STAGE_COLORS[stage], alpha=0.7, label=f"{stage} trial")
@@ -138,13 +177,14 @@ def best_so_far(curves: pd.DataFrame, out: str | Path) -> None:
         ax.set_title(name)
         ax.set_xlabel("trial (sweep order)")
         ax.set_ylabel("validation loss")
-    axes[0].legend(fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    figure_legend(fig)
     save(fig, out)
 
 
-def stage_gain(gain: pd.DataFrame, out: str | Path) -> None:
-    """The best loss the optimizer's stage 2 found against the grid's stage-1 best, per dataset."""
-    fig, ax = plt.subplots(figsize=(6, 5.5), layout="constrained")
+def stage_gain(gain: pd.DataFrame, method: str, out: str | Path) -> None:
+    """The best loss the optimizer's stage 2 (`method`) found against the grid's stage-1 best, per dataset."""
+    fig, ax = plt.subplots(figsize=(6.5, 6), layout="constrained")
     colors = dataset_colors(list(gain["dataset"]))
     for row in gain.itertuples():
         ax.scatter(row.stage1_best, row.stage2_best, s=70, color=colors[row.dataset], label=row.dataset,
@@ -154,10 +194,11 @@ def stage_gain(gain: pd.DataFrame, out: str | Path) -> None:
     pad = 0.05 * (high - low or 1.0)
     ax.plot([low - pad, high + pad], [low - pad, high + pad], "k--", linewidth=1, label="no gain")
     better = int((gain["stage2_best"] < gain["stage1_best"]).sum())
-    ax.set_title(f"stage 2 beat the stage-1 grid on {better} of {len(gain)} datasets")
+    ax.set_title(f"stage 2 ({method}) beat the stage-1 grid on {better} of {len(gain)} datasets")
     ax.set_xlabel("best validation loss of stage 1 (grid)")
-    ax.set_ylabel("best validation loss of stage 2 (optimizer)")
-    ax.legend(fontsize=7)
+    ax.set_ylabel(f"best validation loss of stage 2 ({method})")
+    ax.set_aspect("equal", adjustable="datalim")
+    figure_legend(fig, ncols=3)
     save(fig, out)
 
 
@@ -193,27 +234,32 @@ def rerun_intervals(best: pd.DataFrame, seeds: pd.DataFrame, out: str | Path) ->
 
 
 def learning_curves(curves: pd.DataFrame, names: list[str], out: str | Path) -> None:
-    """Validation (solid) and training (dashed) loss over tokens of each dataset's winner, one line per seed;
+    """Validation (solid) and training (dashed) loss over tokens of each dataset's winner, one color per seed;
     the other rerun configurations in gray."""
     fig, axes = panels(len(names), 3)
+    seed_colors = {seed: plt.get_cmap("tab10")(i % 10) for i, seed in enumerate(sorted(curves["seed"].unique()))}
     for ax, name in zip(axes, names):
         d = curves[curves["dataset"].eq(name)]
-        drawn = d["winner"].any()
-        if not drawn:  # external trainers need not write a curve, and a dataset may have no winner
+        winners = d[d["winner"]]
+        if winners.empty:  # external trainers need not write a curve, and a dataset may have no winner
             ax.text(0.5, 0.5, "no learning curve of a winner recorded", ha="center", va="center",
                     transform=ax.transAxes)
-        for (rank, seed, winner), c in d.groupby(["rank", "seed", "winner"]):
-            if winner:
-                line, = ax.plot(c["tokens"], c["val_loss"], linewidth=1.6, label=f"top{rank} seed {seed} (val)")
-                ax.plot(c["tokens"], c["train_loss"], "--", linewidth=1, color=line.get_color())
-            else:
-                ax.plot(c["tokens"], c["val_loss"], color="0.7", linewidth=0.8)
-        ax.set_title(name)
-        ax.set_xlabel("tokens")
+        for (seed, winner), c in d.groupby(["seed", "winner"]):
+            for _, one in c.groupby("rank"):
+                if winner:
+                    ax.plot(one["tokens"], one["val_loss"], linewidth=1.6, color=seed_colors[seed])
+                    ax.plot(one["tokens"], one["train_loss"], "--", linewidth=1, color=seed_colors[seed])
+                else:
+                    ax.plot(one["tokens"], one["val_loss"], color="0.7", linewidth=0.8)
+        ax.set_title(f"{name}: top{winners['rank'].iloc[0]}" if len(winners) else name)
+        ax.set_xlabel("tokens seen")
         ax.set_ylabel("loss")
-        if drawn:
-            ax.legend(fontsize=7)
-    fig.suptitle("learning curves of the winners (dashed: training loss; gray: other rerun configurations)")
+        tokens_axis(ax.xaxis)
+    handles = [plt.Line2D([], [], color=c, linewidth=1.6, label=f"seed {s}") for s, c in seed_colors.items()]
+    handles += [plt.Line2D([], [], color="k", linestyle="--", linewidth=1, label="training loss"),
+                plt.Line2D([], [], color="0.7", linewidth=0.8, label="other rerun configurations (val)")]
+    fig.suptitle("learning curves of the winners (solid: validation loss)")
+    figure_legend(fig, handles, ncols=len(handles))
     save(fig, out)
 
 
@@ -231,18 +277,19 @@ def transfer_metafeatures(table: pd.DataFrame, metafeatures: list[str], targets:
                        edgecolors="k", linewidths=0.4)
             ax.set_xlabel(mf.removeprefix("mf_"))
             ax.set_ylabel(f"winner's {target}" if j == 0 else "")
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=d) for d, c in colors.items()]
-    fig.legend(handles=handles, loc="outside upper center", ncols=min(5, len(handles)), fontsize=8)
+    figure_legend(fig, [plt.Line2D([], [], marker="o", linestyle="", color=c, label=d) for d, c in colors.items()])
     save(fig, out)
 
 
 def cost_quality(runs: pd.DataFrame, out: str | Path) -> None:
-    """Validation loss against GPU hours and peak memory for every ok trial, each dataset's Pareto front drawn."""
+    """Validation loss against GPU hours (wall-clock seconds where no trial used a GPU) and peak memory for every
+    ok trial, each dataset's Pareto front drawn."""
     ok = runs[runs["status"].eq("ok")]
     names = list(dict.fromkeys(runs["dataset"]))
     colors = dataset_colors(names)
+    time_cost = ("gpu_hours", "GPU hours") if ok["gpu_hours"].gt(0).any() else ("wall_s", "training seconds (no GPU)")
     fig, axes = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
-    for ax, cost, label in zip(axes, ("gpu_hours", "peak_mem_mb"), ("GPU hours", "peak memory (MB)")):
+    for ax, (cost, label) in zip(axes, (time_cost, ("peak_mem_mb", "peak memory (MB)"))):
         for name in names:
             d = ok[ok["dataset"].eq(name)]
             ax.scatter(d[cost], d["val_loss"], s=14, alpha=0.5, color=colors[name], label=name)
@@ -251,7 +298,7 @@ def cost_quality(runs: pd.DataFrame, out: str | Path) -> None:
         ax.set_xlabel(label)
         ax.set_ylabel("validation loss")
         ax.set_title(f"validation loss against {label} (lines: Pareto fronts)")
-    axes[0].legend(fontsize=7)
+    figure_legend(fig)
     save(fig, out)
 
 
@@ -263,7 +310,7 @@ def mbpp_comparison(table: pd.DataFrame, out: str | Path) -> None:
     left.barh(y + 0.2, table["adapter_pass@1"], height=0.4, color="tab:blue", label="adapter")
     left.set_yticks(y, table["dataset"])
     left.set_xlabel("pass@1")
-    left.legend(fontsize=8)
+    left.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.0), ncols=2, frameon=False)  # above the bars
     right.errorbar(table["diff"], y, xerr=[table["diff"] - table["ci95_low"], table["ci95_high"] - table["diff"]],
                    fmt="o", capsize=5, color="tab:blue")
     right.axvline(0, color="k", linewidth=1)

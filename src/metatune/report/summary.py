@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from metatune.report.data import datasets
+from metatune.report.data import datasets, stage_gain
 from metatune.verdict import MIN_SEEDS
 
 
@@ -95,6 +95,21 @@ def recommendation_rows(recommendations: dict[str, dict], names: list[str]) -> l
     return rows
 
 
+def stage2_lines(runs: pd.DataFrame, method: str) -> list[str]:
+    """What stage 2 was (its method, rounds and trials) and whether its best beat the grid's, per dataset."""
+    stage2 = runs[runs["stage"].eq("stage2")]
+    gain = stage_gain(runs)
+    better = int((gain["stage2_best"] < gain["stage1_best"]).sum())
+    rows = ["| dataset | best of stage 1 (grid) | best of stage 2 | stage 2 - stage 1 |", "|---|---|---|---|"]
+    rows += [f"| {g.dataset} | {g.stage1_best:.4f} | {g.stage2_best:.4f} | {g.stage2_best - g.stage1_best:+.4f} |"
+             for g in gain.itertuples()]
+    rounds = stage2["round"].nunique()
+    intro = (f"Stage 2 used the `{method}` method: {len(stage2)} trials in {rounds} round{'s' * (rounds != 1)}. "
+             f"Its best beat the stage-1 grid's best on {better} of {len(gain)} datasets "
+             "(lowest validation loss among ok trials; lower is better).")
+    return [intro, "", *rows]
+
+
 def mbpp_lines(mbpp: pd.DataFrame) -> list[str]:
     """Each MBPP dataset's adapter against the base model (results/tables/mbpp_comparison.csv)."""
     rows = ["| dataset | adapter pass@1 | base pass@1 | paired difference | 95% interval | verdict |",
@@ -105,11 +120,13 @@ def mbpp_lines(mbpp: pd.DataFrame) -> list[str]:
 
 
 def summary_markdown(runs: pd.DataFrame, best: pd.DataFrame, recommendations: dict[str, dict],
-                     mbpp: pd.DataFrame | None = None) -> str:
+                     mbpp: pd.DataFrame | None = None, method: str | None = None) -> str:
+    """The summary; with stage 2's `method` (as the workflow passes it), a section on stage 2 against the grid."""
     names = datasets(runs)
     lines = [
         "# metatune sweep summary", "",
         f"{len(runs)} trials over {len(names)} datasets ({status_counts(runs)}).", "",
+        *(["## Stage 2 against the grid", "", *stage2_lines(runs, method), ""] if method is not None else []),
         "## Winner per dataset", "",
         "The lowest mean validation loss over the rerun seeds among configurations whose every seed succeeded, "
         "with its 95% t-interval (`results/tables/best.csv`). The verdict: `settled` when the paired interval of "

@@ -9,6 +9,7 @@ if sequences remain, one last step with just those (see `step_sizes`).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import resource
@@ -104,8 +105,13 @@ def pick_device(name: str) -> str:
     return name
 
 
+def on_cuda(device: str) -> bool:
+    """cuda and cuda:N alike (training.nanogpt.device may name a card)."""
+    return torch.device(device).type == "cuda"
+
+
 def autocast(device: str):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda(device) else nullcontext()
 
 
 @torch.no_grad()
@@ -135,8 +141,8 @@ def load_lora_model(spec: TrialSpec, cfg: NanoGPTSettings, meta_vocab: int, devi
 
 
 def peak_mem_mb(device: str) -> float:
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
+    if on_cuda(device):
+        return torch.cuda.max_memory_allocated(device) / 2**20
     # The kernel's high-water mark of this process (psutil only reports the current RSS); KiB on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -146,16 +152,16 @@ def fit(spec: TrialSpec, cfg: NanoGPTSettings, micro_batch: int) -> TrialOutcome
     start = time.monotonic()
     device = pick_device(cfg.device)
     torch.manual_seed(spec.seed)  # LoRA init and dropout
-    if device == "cuda":
+    if on_cuda(device):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(device)
     hp, T = spec.hp, spec.seq_len
     model = load_lora_model(spec, cfg, read_json(Path(spec.train_path).parent / "meta.json")["vocab_size"], device)
     forward = torch.compile(model) if cfg.compile else model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hp["learning_rate"], betas=(0.9, 0.95),
-                                  weight_decay=hp["weight_decay"], fused=device == "cuda")
+                                  weight_decay=hp["weight_decay"], fused=on_cuda(device))
     sizes = step_sizes(spec.token_budget, int(hp["batch_size"]), T)
     n_train = n_tokens(spec.train_path, T)
     val_offsets = eval_offsets(spec.val_path, spec.dataset, cfg.eval_batches * cfg.micro_batch_size, T)
@@ -215,7 +221,7 @@ def fit(spec: TrialSpec, cfg: NanoGPTSettings, micro_batch: int) -> TrialOutcome
     return TrialOutcome(
         status=status, val_loss=curve[-1]["val_loss"] if status == "ok" else None,
         best_val_loss=min(val_losses) if val_losses else None, train_loss=curve[-1]["train_loss"],
-        tokens_seen=tokens, wall_s=round(wall_s, 3), gpu_hours=wall_s / 3600 if device == "cuda" else 0.0,
+        tokens_seen=tokens, wall_s=round(wall_s, 3), gpu_hours=wall_s / 3600 if on_cuda(device) else 0.0,
         peak_mem_mb=round(peak_mem_mb(device), 1), tokens_per_s=round(tokens / train_s, 1), device=device,
         error=error, curve=curve,
         versions={"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
@@ -224,17 +230,31 @@ def fit(spec: TrialSpec, cfg: NanoGPTSettings, micro_batch: int) -> TrialOutcome
 
 def retry_on_oom(attempt: Callable[[int], TrialOutcome], micro_batch: int) -> TrialOutcome:
     """Run `attempt(micro_batch)`; on CUDA out-of-memory, start again with half the micro-batch (and so twice the
-    accumulation: the step's batch stays the trial's) down to 1, then record the trial as `oom`."""
+    accumulation: the step's batch stays the trial's) down to 1, then record the trial as `oom`. The time of the
+    failed attempts counts in the trial's wall_s and gpu_hours: the device was busy then too."""
+    start = time.monotonic()
     while True:
         try:
-            return attempt(micro_batch)
+            outcome = attempt(micro_batch)
+            break
         except torch.OutOfMemoryError as e:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if micro_batch == 1:
-                return TrialOutcome(status="oom", error=f"out of memory at micro-batch 1: {str(e)[:500]}")
-            print(f"out of memory at micro-batch {micro_batch}; retrying with {micro_batch // 2}")
-            micro_batch //= 2
+            reason = str(e)[:500]
+        # Out of the except block: the traceback held the failed attempt's frames, so its model, optimizer and
+        # activations are only now unreachable; collect them and hand the cached blocks back to the driver.
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if micro_batch == 1:
+            outcome = TrialOutcome(status="oom", error=f"out of memory at micro-batch 1: {reason}",
+                                   device="cuda" if torch.cuda.is_available() else "cpu")
+            break
+        print(f"out of memory at micro-batch {micro_batch}; retrying with {micro_batch // 2}")
+        micro_batch //= 2
+    lost_s = time.monotonic() - start - outcome.wall_s
+    outcome.wall_s = round(outcome.wall_s + lost_s, 3)
+    if on_cuda(outcome.device):
+        outcome.gpu_hours += lost_s / 3600
+    return outcome
 
 
 def train(spec: TrialSpec) -> TrialOutcome:
