@@ -98,7 +98,7 @@ def axis_values(ax, param: Param, values: pd.Series, axis: str, jitter_seed: int
         return index + rng.uniform(-0.15, 0.15, len(index))
     if param.log:
         (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-        log_axis(ax.xaxis if axis == "x" else ax.yaxis, values.to_numpy(dtype=float), param["type"] == "int")
+        log_axis(ax.xaxis if axis == "x" else ax.yaxis, values.to_numpy(dtype=float), param.kind == "int")
     return values.to_numpy(dtype=float)
 
 
