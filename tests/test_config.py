@@ -206,17 +206,17 @@ def test_whole_sections_are_replaced_and_the_rest_merges_key_by_key(tmp_path):
     second = write(tmp_path / "second.yaml", {"training": {"nanogpt": {"eval_interval": 5}}})
     assert config.resolve([first, second])["training"]["nanogpt"]["base_model"] == "gpt2"
     # --config overrides apply last, with the same rule
-    cfg = config.resolve([base], {"seed": 9, "space": {"learning_rate": SMALL_SPACE["learning_rate"]}, "stage2": {"rounds": 0}})
-    assert cfg["seed"] == 9 and list(cfg["space"]) == ["learning_rate"] and cfg["stage2"]["batch"] == 2
+    cfg = config.resolve([base], {"seed": 9, "space": {"lora_r": SMALL_SPACE["lora_r"]}, "stage2": {"rounds": 0}})
+    assert cfg["seed"] == 9 and list(cfg["space"]) == ["lora_r"] and cfg["stage2"]["batch"] == 2
 
 
 def test_extends_names_the_file_a_study_is_merged_over(tmp_path):
     (tmp_path / "presets").mkdir()
     write(tmp_path / "presets" / "base.yaml", yaml.safe_load(TINY.read_text()))
     child = tmp_path / "presets" / "child.yaml"
-    child.write_text("extends: base.yaml\nseed: 5\nspace:\n  learning_rate: {type: float, low: 0, high: 1, grid: [0.5]}\n")
+    child.write_text("extends: base.yaml\nseed: 5\nspace:\n  lora_dropout: {type: float, low: 0, high: 1, grid: [0.5]}\n")
     cfg = config.resolve([child])
-    assert cfg["seed"] == 5 and list(cfg["space"]) == ["learning_rate"] and [d["name"] for d in cfg["datasets"]] == ["arith", "markov"]
+    assert cfg["seed"] == 5 and list(cfg["space"]) == ["lora_dropout"] and [d["name"] for d in cfg["datasets"]] == ["arith", "markov"]
     assert "extends" not in cfg
     assert config.load(ROOT / "config" / "lora_r32.yaml")["training"] == config.load(ROOT / "config" / "lora_r8.yaml")["training"]
     loop = tmp_path / "loop.yaml"

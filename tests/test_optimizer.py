@@ -10,12 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import ROOT
 from metatune import cli, optimizer
 from metatune.optimizer.common import NEAR_DUPLICATE
 from metatune.recommend import recommend
 from metatune.space import Space
-
-from conftest import ROOT
 
 MIXED = {
     "lr": {"type": "log_float", "low": 1e-5, "high": 1e-1, "grid": [1e-4, 1e-2]},
@@ -71,7 +70,8 @@ def test_methods_propose_new_distinct_configurations(method, space):
     history = history_of(space, shifts, 5, seed=1)
     configs = optimizer.propose(space, history, "task0", mf, 3, method=method, seed=0)
     assert len(configs) == 3 and all(in_space(space, hp) for hp in configs)
-    tried = [Space.parse(space).unit_vector({k: row[k] for k in space}) for _, row in history[history.dataset == "task0"].iterrows()]
+    tried = [Space.parse(space).unit_vector({k: row[k] for k in space})
+             for _, row in history[history.dataset == "task0"].iterrows()]
     points = [Space.parse(space).unit_vector(hp) for hp in configs]
     for i, p in enumerate(points):
         assert all(math.dist(p, t) >= NEAR_DUPLICATE for t in tried)

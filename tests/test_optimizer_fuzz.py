@@ -8,6 +8,7 @@ usually breaks there, and big cases cost seconds each. METATUNE_FUZZ=full runs 5
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -262,3 +263,10 @@ def test_a_categorical_value_outside_the_choices_is_named():
 def test_n_must_be_a_positive_integer(n):
     with pytest.raises(ValueError, match="n: expected a positive integer"):
         optimizer.propose(SPACE_2D, None, "t", {}, n, method="random")
+
+
+def test_proposals_json_records_the_fallback(tiny_sweep):
+    """The tiny sweep's TPE has 4 target trials in round 1, fewer than its 5 startup trials: no fallback of
+    ours (Optuna samples at random by design), and the record says so with an empty list."""
+    doc = json.loads((tiny_sweep / "results" / "stage2" / "arith" / "round1" / "proposals.json").read_text())
+    assert doc["fallback"] == [] and len(doc["configs"]) == 2

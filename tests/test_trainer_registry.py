@@ -43,8 +43,9 @@ def test_the_external_trainer_reads_any_hyperparameter():
 
 
 def test_zero_width_ranges_and_one_choice_categoricals_fix_a_value():
-    cfg = config.validate(with_space({"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-3, "grid": [1e-3]},
-                                      "target_modules": {"type": "categorical", "choices": ["attn"], "grid": ["attn"]}}))
+    fixed = {"learning_rate": {"type": "float", "low": 1e-3, "high": 1e-3, "grid": [1e-3]},
+             "target_modules": {"type": "categorical", "choices": ["attn"], "grid": ["attn"]}}
+    cfg = config.validate(with_space(fixed))
     assert cfg["space"]["learning_rate"]["low"] == cfg["space"]["learning_rate"]["high"]
 
 

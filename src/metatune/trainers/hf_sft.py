@@ -173,19 +173,17 @@ def fit(spec: TrialSpec, cfg: SFTSettings, micro_batch: int) -> TrialOutcome:
     model, tokenizer = build_model(cfg.base_model, spec.hp, cfg, quantize)
     guard, clock = StopOnDivergence(cfg.diverge_factor), StopOnTimeout(start, registry.timeout_s(spec.settings))
     trainer = make_trainer(model, tokenizer, spec, cfg, micro_batch, callbacks=[guard, clock])
-    first = trainer.evaluate()  # step 0 of the curve
+    start_eval = {**trainer.evaluate(), "step": 0}  # step 0 of the curve: train() starts a new log, so kept here
     train_start = time.monotonic()
     trainer.train()
     train_s = time.monotonic() - train_start
     status, error = "ok", None
     if guard.reason or clock.reason:
         status, error = ("diverged", guard.reason) if guard.reason else ("failed", clock.reason)
-    evaluated = [e["step"] for e in trainer.state.log_history if "eval_loss" in e]
-    if status == "ok" and evaluated[-1:] != [trainer.state.global_step]:
+    last_evaluated = any("eval_loss" in e and e["step"] == trainer.state.global_step for e in trainer.state.log_history)
+    if status == "ok" and not last_evaluated:
         trainer.evaluate()  # the last step was not an evaluation step
-    curve = curve_rows(trainer.state.log_history, spec.hp["batch_size"] * spec.seq_len)
-    if not curve or curve[0]["step"] != 0:  # a trainer that starts its log afresh at train() dropped step 0
-        curve.insert(0, {"step": 0, "tokens": 0, "train_loss": None, "val_loss": first["eval_loss"]})
+    curve = curve_rows([start_eval, *trainer.state.log_history], spec.hp["batch_size"] * spec.seq_len)
     if status == "ok" and not math.isfinite(curve[-1]["val_loss"]):
         status, error = "diverged", f"val loss {curve[-1]['val_loss']} at step {curve[-1]['step']}"
     if spec.save_adapter and status == "ok":
