@@ -47,13 +47,13 @@ sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests")]  # bench_trainer,
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import bench_trainer  # noqa: E402
-from trainer_fixtures import build_tiny_llama, text_bins  # noqa: E402
 
 from metatune import trial  # noqa: E402
 from metatune.contract import TrialSpec, validate_metrics  # noqa: E402
 from metatune.io import atomic_write_json, iter_jsonl, read_json  # noqa: E402
 from metatune.trainers import hf_sft  # noqa: E402
 from metatune.trainers import nanogpt_lora as ng  # noqa: E402
+from trainer_fixtures import build_tiny_llama, text_bins  # noqa: E402
 
 # Dense bf16 tensor-core peak, TFLOP/s, from the vendors' datasheets (GeForce cards: with fp32 accumulation,
 # half their fp16-accumulate rate). Matched as a substring of the device name, longest first.

@@ -423,4 +423,4 @@ def test_a_profiles_configfile_is_the_study(tmp_path):
     profile.mkdir()
     (profile / "config.v8+.yaml").write_text(f"configfile: [{TINY}]\n")
     counts = job_counts(run_snakemake(tmp_path, "-n", "--profile", str(profile)).stdout)
-    assert (counts["trial_stage1"], counts["total"]) == (8, 65)  # tiny.yaml's own counts, nothing of the demo's
+    assert (counts["trial_stage1"], counts["total"]) == (8, 73)  # tiny.yaml's own counts, nothing of the demo's

@@ -3,17 +3,14 @@ tokenizer trained in the test: nothing comes from the hub."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
-from pathlib import Path
 
-import pytest
 import torch
-from trainer_fixtures import sft_data, tiny_llama  # noqa: F401 - fixtures
 
 from metatune import trial
 from metatune.contract import TrialSpec, validate_metrics
 from metatune.trainers import hf_sft
+from trainer_fixtures import sft_data, tiny_llama  # noqa: F401 - fixtures
 
 HP = {"learning_rate": 3e-3, "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "batch_size": 4,
       "warmup_ratio": 0.0, "weight_decay": 0.0, "target_modules": "attn_mlp"}

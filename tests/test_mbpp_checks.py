@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metatune.io import DataError
 from metatune.formats import render_prompt
+from metatune.io import DataError
 from metatune.mbpp import checks, data, prompts, wire
 
 

@@ -13,7 +13,6 @@ from metatune.mbpp import sandbox, score
 from metatune.mbpp.execute import Verdict
 
 
-
 @pytest.mark.parametrize(
     "n, c, k, expected",
     [

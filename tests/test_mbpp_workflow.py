@@ -6,12 +6,12 @@ import json
 
 import pytest
 import yaml
-from trainer_fixtures import sft_data, tiny_llama  # noqa: F401 - fixtures
 
 from conftest import job_counts, run_snakemake
-from test_report import assert_not_blank
 from metatune import config
 from metatune.mbpp import sandbox
+from test_report import assert_not_blank
+from trainer_fixtures import sft_data, tiny_llama  # noqa: F401 - fixtures
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ from dataclasses import replace
 
 import pytest
 import torch
-from trainer_fixtures import shakespeare_bins, tiny_base  # noqa: F401 - pytest fixtures
 
 from metatune import trial
 from metatune.contract import TrialSpec, validate_metrics
 from metatune.trainers import nanogpt_lora as ng
+from trainer_fixtures import shakespeare_bins, tiny_base  # noqa: F401 - pytest fixtures
 
 HP = {"learning_rate": 1e-2, "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "batch_size": 16,
       "warmup_ratio": 0.1, "weight_decay": 0.0, "target_modules": "attn_mlp"}

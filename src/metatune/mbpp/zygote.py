@@ -31,6 +31,8 @@ Without namespaces (the explicit weak fallback outside bubblewrap) a task gets a
 uid of its own if we are root, and every process that stays below the template (a child subreaper) is killed.
 """
 
+# Modules MBPP solutions import most (counted over mbpp.jsonl): imported once here, inherited by every fork.
+import array  # noqa: E401,F401,E501
 import ctypes
 import json
 import os
@@ -43,9 +45,6 @@ import socket
 import struct
 import sys
 import time
-
-# Modules MBPP solutions import most (counted over mbpp.jsonl): imported once here, inherited by every fork.
-import array, bisect, cmath, collections, copy, datetime, functools, heapq, itertools, math, operator, re, string  # noqa: E401,F401,E501
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wire  # noqa: E402

@@ -25,8 +25,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from metatune.contract import METRIC_FIELDS, PLACEMENT_KEYS, parse_utc, trial_id
-from metatune.history import CollectedTrial, read_collections
 from metatune.fidelity import furthest_rungs
+from metatune.history import CollectedTrial, read_collections
 from metatune.space import Space
 
 STAGES = ("stage1", "stage2", "rerun")
