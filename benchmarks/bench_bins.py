@@ -113,8 +113,8 @@ def main() -> None:
         if args.large_mb:
             size = build_corpus(corpus, args.large_mb)
             t_large, rss_large, n_large = run(OURS, str(corpus), str(tmp / "large.bin"), str(BPE))
-            print(f"metatune bins at {size / 1e6:.0f} MB: {n_large / t_large / 1e6:.2f} M tokens/s, peak RSS {rss_large} MB"
-                  f" (target < 500 MB)")
+            print(f"metatune bins at {size / 1e6:.0f} MB: {n_large / t_large / 1e6:.2f} M tokens/s,"
+                  f" peak RSS {rss_large} MB (target < 500 MB)")
 
 
 if __name__ == "__main__":

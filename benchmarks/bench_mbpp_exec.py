@@ -72,7 +72,8 @@ def run_metatune(problems: list[data.Problem], workers: int, timeout: float) -> 
     """Wall time (pool start-up included), passes, the isolation used and the tasks that timed out."""
     samples = [Sample(p.task_id, p.code) for p in problems]
     start = time.perf_counter()
-    verdicts, isolation = execute.run(data.by_id(problems), samples, sandbox.SandboxSettings(timeout_s=timeout), workers)
+    verdicts, isolation = execute.run(data.by_id(problems), samples, sandbox.SandboxSettings(timeout_s=timeout),
+                                      workers)
     timed_out = {v.task_id for v in verdicts if v.status == "timeout"}
     return time.perf_counter() - start, sum(v.passed for v in verdicts), isolation, timed_out
 

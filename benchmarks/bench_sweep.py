@@ -35,8 +35,9 @@ SPACE = {
 
 
 def sweep_config(n_datasets: int) -> dict:
-    datasets = [{"name": f"markov{i:02d}", "source": {"kind": "builtin", "generator": "markov",
-                                                      "options": {"n_docs": 40, "temperature": 0.3 + 0.2 * i, "seed": i}}}
+    datasets = [{"name": f"markov{i:02d}",
+                 "source": {"kind": "builtin", "generator": "markov",
+                            "options": {"n_docs": 40, "temperature": 0.3 + 0.2 * i, "seed": i}}}
                 for i in range(n_datasets)]
     return {"datasets": datasets, "tokenizer": {"name": "bytes"}, "space": SPACE,
             "stage1": {"design": "factorial", "token_budget": 100000, "seq_len": 128},

@@ -1,10 +1,17 @@
 """Config validation: the schema and the semantic checks, with errors that name the key."""
 
+import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from conftest import job_counts, run_snakemake
 from metatune import config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,7 +22,8 @@ def with_(**overrides) -> dict:
     return {"datasets": [MARKOV], **overrides}
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.yaml")) + sorted((ROOT / "tests" / "configs").glob("*.yaml")))
+@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.yaml"))
+                         + sorted((ROOT / "tests" / "configs").glob("*.yaml")))
 def test_shipped_configs_validate(path):
     cfg = config.load(path)
     assert cfg["datasets"]
@@ -56,10 +64,12 @@ BAD = [
     ({"datasets": [{**MARKOV, "name": "1bad"}]}, "datasets[0].name", "match"),
     ({"datasets": [MARKOV, MARKOV]}, "datasets[1].name", "duplicate"),
     ({"datasets": [{**MARKOV, "source": {"kind": "ftp"}}]}, "datasets[0].source.kind", "ftp"),
-    ({"datasets": [{**MARKOV, "source": {"kind": "builtin", "generator": "nope"}}]}, "datasets[0].source.generator", "nope"),
+    ({"datasets": [{**MARKOV, "source": {"kind": "builtin", "generator": "nope"}}]}, "datasets[0].source.generator",
+     "nope"),
     ({"datasets": [{**MARKOV, "source": {"kind": "local"}}]}, "datasets[0].source", "paths"),
     ({"datasets": [{**MARKOV, "source": {"kind": "hf", "path": "x", "splits": "y"}}]}, "datasets[0].source", "splits"),
-    ({"datasets": [{**MARKOV, "source": {**MARKOV["source"], "max_total_bytes": 0}}]}, "datasets[0].source.max_total_bytes", "minimum"),
+    ({"datasets": [{**MARKOV, "source": {**MARKOV["source"], "max_total_bytes": 0}}]},
+     "datasets[0].source.max_total_bytes", "minimum"),
     ({"datasets": [{**MARKOV, "template": "alpaca"}]}, "datasets[0].template", "instruction"),
     ({"datasets": [{**MARKOV, "split": {"train": 0.5, "val": 0.1, "test": 0.1}}]}, "datasets[0].split", "must be 1"),
     (with_(split={"train": 0.9, "val": 0.0, "test": 0.1}), "split.val", "0"),
@@ -73,7 +83,8 @@ BAD = [
     (with_(optimizer={"method": "bayes"}), "optimizer.method", "bayes"),
     (with_(training={"mode": "magic"}), "training.mode", "magic"),
     (with_(training={"mode": "external"}), "training.external_command", "required"),
-    (with_(training={"mode": "external", "external_command": "train {run_id} {gpu}"}), "training.external_command", "gpu"),
+    (with_(training={"mode": "external", "external_command": "train {run_id} {gpu}"}), "training.external_command",
+     "gpu"),
     (with_(training={"timeout_s": 0}), "training.timeout_s", "0"),
     (with_(space={}), "space", "empty"),
     (with_(space={"lr": {"type": "float", "low": 0, "high": 1}}), "space.lr", "grid"),
@@ -85,7 +96,8 @@ BAD = [
     (with_(space={"r": {"type": "int", "low": 1, "high": 9, "grid": [2.5]}}), "space.r.grid", "integer"),
     (with_(space={"m": {"type": "categorical", "choices": ["a"], "grid": ["b"]}}), "space.m.grid", "not among"),
     (with_(space={"m": {"type": "categorical", "choices": ["a", "a"], "grid": ["a"]}}), "space.m.choices", "duplicate"),
-    (with_(space={"m": {"type": "categorical", "choices": ["a", "b"], "grid": ["a", "a"]}}), "space.m.grid", "duplicate"),
+    (with_(space={"m": {"type": "categorical", "choices": ["a", "b"], "grid": ["a", "a"]}}), "space.m.grid",
+     "duplicate"),
     (with_(space={"m": {"type": "text", "grid": ["a"]}}), "space.m.type", "text"),
 ]
 
@@ -121,16 +133,6 @@ def test_check_config_cli(tmp_path, capsys):
 
 
 # --- A study stands alone: resolution, merging, and what Snakemake runs -------------------------------------------
-
-import json
-import re
-import subprocess
-import sys
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from conftest import job_counts, run_snakemake
 
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 SMALL_SPACE = {
@@ -202,7 +204,8 @@ def test_whole_sections_are_replaced_and_the_rest_merges_key_by_key(tmp_path):
     assert cfg["training"]["nanogpt"]["micro_batch_size"] == 2 and cfg["training"]["nanogpt"]["eval_interval"] == 50
     assert cfg["tokenizer"] == {"name": "gpt2", "bpe_file": None}
     # ... a trainer's section does not: what the later file omits there is the default, not the earlier value
-    first = write(tmp_path / "first.yaml", {"datasets": [MARKOV], "training": {"nanogpt": {"base_model": "pretrain", "eval_interval": 3}}})
+    first = write(tmp_path / "first.yaml",
+                  {"datasets": [MARKOV], "training": {"nanogpt": {"base_model": "pretrain", "eval_interval": 3}}})
     second = write(tmp_path / "second.yaml", {"training": {"nanogpt": {"eval_interval": 5}}})
     assert config.resolve([first, second])["training"]["nanogpt"]["base_model"] == "gpt2"
     # --config overrides apply last, with the same rule
@@ -214,11 +217,14 @@ def test_extends_names_the_file_a_study_is_merged_over(tmp_path):
     (tmp_path / "presets").mkdir()
     write(tmp_path / "presets" / "base.yaml", yaml.safe_load(TINY.read_text()))
     child = tmp_path / "presets" / "child.yaml"
-    child.write_text("extends: base.yaml\nseed: 5\nspace:\n  lora_dropout: {type: float, low: 0, high: 1, grid: [0.5]}\n")
+    child.write_text("extends: base.yaml\nseed: 5\n"
+                     "space:\n  lora_dropout: {type: float, low: 0, high: 1, grid: [0.5]}\n")
     cfg = config.resolve([child])
-    assert cfg["seed"] == 5 and list(cfg["space"]) == ["lora_dropout"] and [d["name"] for d in cfg["datasets"]] == ["arith", "markov"]
+    assert cfg["seed"] == 5 and list(cfg["space"]) == ["lora_dropout"]
+    assert [d["name"] for d in cfg["datasets"]] == ["arith", "markov"]
     assert "extends" not in cfg
-    assert config.load(ROOT / "config" / "lora_r32.yaml")["training"] == config.load(ROOT / "config" / "lora_r8.yaml")["training"]
+    assert (config.load(ROOT / "config" / "lora_r32.yaml")["training"]
+            == config.load(ROOT / "config" / "lora_r8.yaml")["training"])
     loop = tmp_path / "loop.yaml"
     loop.write_text("extends: loop.yaml\n")
     with pytest.raises(config.ConfigError, match="extends itself"):
@@ -259,7 +265,8 @@ def test_the_resolved_text_does_not_depend_on_key_order(data):
 
 @settings(max_examples=60, deadline=None)
 @given(st.dictionaries(st.sampled_from(["seed", "stage1", "stage2", "rerun", "space", "split"]),
-                       st.dictionaries(st.text("abc", min_size=1, max_size=2), st.integers() | st.text(max_size=2), max_size=3)
+                       st.dictionaries(st.text("abc", min_size=1, max_size=2), st.integers() | st.text(max_size=2),
+                                       max_size=3)
                        | st.integers(), max_size=4))
 def test_merge_with_itself_or_nothing_changes_nothing(override):
     base, schema = TINY_RESOLVED, SCHEMA
@@ -293,7 +300,8 @@ def test_check_config_resolves_as_snakemake_does(tmp_path):
     first = (kept[0], kept[0].stat().st_mtime_ns)
     run_snakemake(tmp_path, "prefetch", "--cores", "1", "--forcerun", "prefetch_dataset", "--configfile", str(study),
                   str(extra), "--config", *overrides)
-    assert list((tmp_path / "results" / "configs").glob("*.yaml")) == [first[0]] and first[0].stat().st_mtime_ns == first[1]
+    assert list((tmp_path / "results" / "configs").glob("*.yaml")) == [first[0]]
+    assert first[0].stat().st_mtime_ns == first[1]
     run_snakemake(tmp_path, "prefetch", "--cores", "1", "--forcerun", "prefetch_dataset", "--configfile", str(study))
     assert len(list((tmp_path / "results" / "configs").glob("*.yaml"))) == 2 and first[0].stat().st_mtime_ns == first[1]
     # a dry run writes nothing
@@ -321,7 +329,8 @@ def _trial_mtimes(workdir: Path) -> dict[str, int]:
 
 
 def _proposal_mtimes(workdir: Path) -> dict[str, int]:
-    return {str(p.relative_to(workdir)): p.stat().st_mtime_ns for p in (workdir / "results" / "stage2").glob("**/proposals.json")}
+    return {str(p.relative_to(workdir)): p.stat().st_mtime_ns
+            for p in (workdir / "results" / "stage2").glob("**/proposals.json")}
 
 
 @pytest.mark.slow

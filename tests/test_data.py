@@ -40,8 +40,10 @@ def test_markov_temperature_controls_entropy(tmp_path):
     tok = get_tokenizer("bytes")
     entropy = {}
     for t in (0.3, 3.0):
-        prefetch_normalize(tmp_path / str(t), "m", {"kind": "builtin", "generator": "markov", "options": {"n_docs": 60, "temperature": t}})
-        mf = metafeatures.compute(tmp_path / str(t) / "data" / "train.jsonl", tmp_path / str(t) / "data" / "stats.json", tok, 10**6)
+        prefetch_normalize(tmp_path / str(t), "m",
+                           {"kind": "builtin", "generator": "markov", "options": {"n_docs": 60, "temperature": t}})
+        mf = metafeatures.compute(tmp_path / str(t) / "data" / "train.jsonl", tmp_path / str(t) / "data" / "stats.json",
+                                  tok, 10**6)
         entropy[t] = mf["compression_ratio"]
     assert entropy[0.3] < entropy[3.0]  # concentrated transitions compress better
 
@@ -106,14 +108,17 @@ def test_split_is_reproducible_exact_and_disjoint(tmp_path, shared):
     stats = prefetch_normalize(tmp_path / "a", "shake", src)
     prefetch_normalize(tmp_path / "b", "shake", src)
     for split in ("train", "val", "test"):
-        assert (tmp_path / "a" / "data" / f"{split}.jsonl").read_bytes() == (tmp_path / "b" / "data" / f"{split}.jsonl").read_bytes()
-    texts = {s: {r["text"] for r in read_jsonl(tmp_path / "a" / "data" / f"{s}.jsonl")} for s in ("train", "val", "test")}
+        assert ((tmp_path / "a" / "data" / f"{split}.jsonl").read_bytes()
+                == (tmp_path / "b" / "data" / f"{split}.jsonl").read_bytes())
+    texts = {s: {r["text"] for r in read_jsonl(tmp_path / "a" / "data" / f"{s}.jsonl")}
+             for s in ("train", "val", "test")}
     assert not (texts["train"] & texts["val"]) and not (texts["train"] & texts["test"])
     assert stats.n_duplicates > 0  # tinyshakespeare repeats short paragraphs ("All:" and friends)
     assert sum(len(t) for t in texts.values()) == stats.n_kept
     assert abs(stats.n_val - 0.1 * stats.n_kept) <= 1
     # another seed, another split
-    other = normalize.normalize(tmp_path / "a" / "raw" / "records.jsonl", normalize.DatasetFormat("shake", "text", "plain", {}),
+    other = normalize.normalize(tmp_path / "a" / "raw" / "records.jsonl",
+                                normalize.DatasetFormat("shake", "text", "plain", {}),
                                 {**RATIOS, "seed": 1}, tmp_path / "c")
     assert other.n_val == stats.n_val
     assert {r["text"] for r in read_jsonl(tmp_path / "c" / "val.jsonl")} != texts["val"]
@@ -196,7 +201,8 @@ def test_unknown_tokenizer():
 # --- tokenizers, bins, metafeatures -------------------------------------------------------------------------
 
 def test_gpt2_offline_matches_known_ids(shared):
-    for tok in (get_tokenizer("gpt2"), get_tokenizer("gpt2", bpe_file=str(shared / "gpt2_tokenizer" / "gpt2.tiktoken"))):
+    for tok in (get_tokenizer("gpt2"),
+                get_tokenizer("gpt2", bpe_file=str(shared / "gpt2_tokenizer" / "gpt2.tiktoken"))):
         assert tok.encode_batch(["hello world"]) == [[31373, 995]]
         assert tok.eot == 50256 and tok.vocab_size == 50257
 
@@ -241,7 +247,8 @@ def test_metafeatures_are_deterministic_and_sensible(tmp_path, shared):
         ("code", {"kind": "builtin", "generator": "stdlib_code", "max_total_bytes": 400_000}, "text", "plain"),
         ("quijote", {"kind": "local", "paths": [str(shared / "quijote" / "quijote.txt")], "sample_by": "paragraph",
                      "max_total_bytes": 400_000}, "text", "plain"),
-        ("alpaca", {"kind": "local", "paths": [str(shared / "codealpaca" / "code_alpaca_2k.json")]}, "instruction", "alpaca"),
+        ("alpaca", {"kind": "local", "paths": [str(shared / "codealpaca" / "code_alpaca_2k.json")]},
+         "instruction", "alpaca"),
     ]:
         prefetch_normalize(tmp_path / name, name, src, fmt, template)
         args = (tmp_path / name / "data" / "train.jsonl", tmp_path / name / "data" / "stats.json", tok, 200_000)

@@ -78,7 +78,8 @@ def check_case(pool, case: Case, task_id: int, wrong_first: bool = False) -> Non
     assert wrong.status in case.wrong_statuses, wrong
 
 
-EQ = "class Eq:\n    def __eq__(self, o): return True\n    def __ne__(self, o): return False\n    __hash__ = object.__hash__\n"
+EQ = ("class Eq:\n    def __eq__(self, o): return True\n    def __ne__(self, o): return False\n"
+      "    __hash__ = object.__hash__\n")
 ret = lambda v: f"def f():\n    return {v}\n"  # noqa: E731
 
 # ---------------------------------------------------------------- class 1: the tests stay trusted
@@ -100,13 +101,15 @@ TRUSTED = {
     "defines its own set": Case(
         (f"assert set(f()) == set([{S}, 1])",), ret(f"[1, {S}]"), "def set(x):\n    return 0\n" + ret("[]")),
     "patches builtins.set": Case(
-        (f"assert set(f()) == set([{S}])",), ret(f"[{S}]"), "import builtins\nbuiltins.set = lambda *a: 0\n" + ret("[]")),
+        (f"assert set(f()) == set([{S}])",), ret(f"[{S}]"),
+        "import builtins\nbuiltins.set = lambda *a: 0\n" + ret("[]")),
     "patches builtins.sorted": Case(
         (f"assert sorted(f()) == [1, {S}]",), ret(f"[{S}, 1]"),
         EQ + "import builtins\nbuiltins.sorted = lambda x: Eq()\n" + ret("[]")),
     "rebinds len": Case(("assert len(f()) == 3",), ret("[1, 2, 3]"), "len = lambda x: 3\n" + ret("[]")),
     "patches abs": Case(
-        (f"assert abs(f() - {SF!r}) < 1e-9",), ret(repr(SF)), "import builtins\nbuiltins.abs = lambda x: 0\n" + ret(0.0)),
+        (f"assert abs(f() - {SF!r}) < 1e-9",), ret(repr(SF)),
+        "import builtins\nbuiltins.abs = lambda x: 0\n" + ret(0.0)),
     "rebinds str": Case((f"assert str(f()) == '{S}'",), ret(S), EQ + "str = lambda x: Eq()\n" + ret(0)),
     "patches isinstance": Case(
         ("assert isinstance(f(), tuple)",), ret("(1,)"),
@@ -615,7 +618,8 @@ TYPES = {
                                     "exec('def f():\\n    return 0')"),
     "a deque is not a list": Case(("assert f() == [1, 2]",), ret("[1, 2]"),
                                   "from collections import deque\n" + ret("deque([1, 2])")),
-    "a deque equals a deque": Case(("assert f() == deque([1, 2])",), "from collections import deque\n" + ret("deque([1, 2])"),
+    "a deque equals a deque": Case(("assert f() == deque([1, 2])",),
+                                   "from collections import deque\n" + ret("deque([1, 2])"),
                                    "from collections import deque\n" + ret("deque([2, 1])"),
                                    ("from collections import deque",)),
     "an int of 5,000 digits": Case(("assert f() == 10 ** 5000",), ret("10 ** 5000"), ret("10 ** 5000 + 1")),

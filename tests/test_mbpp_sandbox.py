@@ -136,7 +136,8 @@ HOSTILE = {
         "\"import os; os.write(3, b'[\\\"loaded\\\", [[\\\"ok\\\", [\\\"bool\\\", true]]]]')\"])",
         {"failed"},
     ),
-    "fork bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", {"timeout"}),
+    "fork bomb": ("import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+                  {"timeout"}),
     "unbounded allocation": ("x = []\nwhile True:\n    x.append(bytearray(1 << 28))", {"error", "timeout"}),
     "floods stdout and stderr": (
         "import sys\nfor _ in range(20000):\n    print('x' * 1000)\n    print('y' * 1000, file=sys.stderr)\n"
@@ -276,12 +277,14 @@ def test_nothing_remains_on_the_host(tmp_path):
         """
     )
     # uids of its own: the module's pool holds tasks forked ahead, under the default range
-    settings = sandbox.SandboxSettings(timeout_s=TIMEOUT, uid_base=sandbox.SandboxSettings.uid_base + 8 * sandbox.UID_SPAN)
+    settings = sandbox.SandboxSettings(timeout_s=TIMEOUT,
+                                       uid_base=sandbox.SandboxSettings.uid_base + 8 * sandbox.UID_SPAN)
     uids = task_uids(settings, WORKERS)
     p = data.Problem(9010, "t", "def f():\n    return 1", ("assert f() == 1",))
     with sandbox.SandboxPool(WORKERS, settings) as pool:
         pids = pool.pids()
-        verdicts = list(execute.execute({p.task_id: p}, [Sample(p.task_id, litter, i) for i in range(4)], pool, TIMEOUT))
+        verdicts = list(execute.execute({p.task_id: p}, [Sample(p.task_id, litter, i) for i in range(4)], pool,
+                                        TIMEOUT))
         assert all(v.passed for v in verdicts), verdicts
     assert below(pids) == []
     assert [(q.pid, q.ppid(), q.status(), q.cmdline()[-1][:60]) for q in with_uids(uids)] == []

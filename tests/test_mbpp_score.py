@@ -83,7 +83,8 @@ def test_cli_scores_a_samples_file(tmp_path, capsys, shared):
     doc = json.loads(out.read_text())
     assert (doc["pass@1"], doc["pass@2"], doc["syntax_rate"], doc["n_tasks"]) == (0.5, 1.0, 0.75, 2)
     assert doc["isolation"] == sandbox.isolation(sandbox.SandboxSettings())
-    assert [(r["task_id"], r["status"], r["n_passed"]) for r in doc["per_task"]] == [(11, "passed", 1), (12, "passed", 1)]
+    assert ([(r["task_id"], r["status"], r["n_passed"]) for r in doc["per_task"]]
+            == [(11, "passed", 1), (12, "passed", 1)])
     assert "pass@1=0.5000" in capsys.readouterr().out
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left behind
 

@@ -165,7 +165,8 @@ def test_recommend_cli_on_a_runs_csv(tmp_path, capsys):
         for i in range(10):
             hp = Space.parse(space).sample(rng)
             diverged = hp["learning_rate"] > 1e-2
-            rows.append({"run_id": f"g{i}", "stage": "stage1", "dataset": name, "status": "diverged" if diverged else "ok",
+            rows.append({"run_id": f"g{i}", "stage": "stage1", "dataset": name,
+                         "status": "diverged" if diverged else "ok",
                          **{f"hp_{k}": v for k, v in hp.items()},
                          "val_loss": None if diverged else abs(math.log10(hp["learning_rate"]) + size - 9.5),
                          "mf_log10_tokens": size, "mf_token_entropy": 7.0 + size / 10})

@@ -348,6 +348,7 @@ def test_report_shows_its_plots_in_chromium(report_html, tmp_path):
     chromium(report_html, tmp_path, None, f"--screenshot={tmp_path / 'home.png'}")
     assert_not_blank(tmp_path / "home.png", "the report's first page")
     chromium(report_html, tmp_path, SHOW_FIRST_RESULT % "Transfer", f"--screenshot={tmp_path / 'plot.png'}")
-    Image.open(tmp_path / "plot.png").crop((500, 0, 1400, 2000)).save(tmp_path / "content.png")  # right of the navigation
+    # right of the navigation
+    Image.open(tmp_path / "plot.png").crop((500, 0, 1400, 2000)).save(tmp_path / "content.png")
     # A line plot on a white page: its axes, labels and points are a small share of a 900 x 2000 pixel area.
     assert_not_blank(tmp_path / "content.png", "the Transfer plot in Chromium", min_share=0.005)

@@ -155,7 +155,8 @@ def script(tmp_path, body: str) -> str:
     p = tmp_path / "trainer.py"
     p.write_text(body)
     p.chmod(p.stat().st_mode | stat.S_IEXEC)
-    return f"{sys.executable} {p} --run {{run_id}} --hp {{hp_json}} --metrics {{metrics_path}} --budget {{token_budget}}"
+    return (f"{sys.executable} {p} --run {{run_id}} --hp {{hp_json}} --metrics {{metrics_path}}"
+            " --budget {token_budget}")
 
 
 PARSE = "import argparse, json, sys, time\np = argparse.ArgumentParser()\n" + "".join(
@@ -163,8 +164,11 @@ PARSE = "import argparse, json, sys, time\np = argparse.ArgumentParser()\n" + ""
 
 
 @pytest.mark.parametrize("body,status,reason", [
-    (PARSE + "hp = json.loads(a.hp)\njson.dump({'val_loss': 2.5 - hp['learning_rate'], 'gpu_hours': 0.1, 'peak_mem_mb': 900}, open(a.metrics, 'w'))\n", "ok", None),
-    (PARSE + "print('CUDA error: device-side assert', file=sys.stderr); sys.exit(3)\n", "failed", "exit code 3: CUDA error"),
+    (PARSE + "hp = json.loads(a.hp)\n"
+             "json.dump({'val_loss': 2.5 - hp['learning_rate'], 'gpu_hours': 0.1, 'peak_mem_mb': 900},"
+             " open(a.metrics, 'w'))\n", "ok", None),
+    (PARSE + "print('CUDA error: device-side assert', file=sys.stderr); sys.exit(3)\n", "failed",
+     "exit code 3: CUDA error"),
     (PARSE + "time.sleep(60)\n", "failed", "timeout after 2 s"),
     (PARSE + "open(a.metrics, 'w').write('{\"val_loss\": 1.2')\n", "failed", "not valid JSON"),
     (PARSE + "open(a.metrics, 'w').write('[1, 2]')\n", "failed", "not a JSON object"),
@@ -172,9 +176,12 @@ PARSE = "import argparse, json, sys, time\np = argparse.ArgumentParser()\n" + ""
     (PARSE + "json.dump({'val_loss': 'low'}, open(a.metrics, 'w'))\n", "failed", "val_loss must be a number"),
     (PARSE + "pass\n", "failed", "wrote no metrics file"),
     (PARSE + "open(a.metrics, 'w').write('{\"val_loss\": NaN}')\n", "diverged", "non-finite"),
-    (PARSE + "json.dump({'status': 'oom', 'error': 'caught OOM at micro-batch 1'}, open(a.metrics, 'w'))\n", "oom", "caught OOM"),
-    (PARSE + "json.dump({'status': 'great', 'val_loss': 1.0}, open(a.metrics, 'w'))\n", "failed", "unknown status 'great'"),
-    (PARSE + "sys.exit('RuntimeError: CUDA out of memory. Tried to allocate 20.00 MiB')\n", "oom", "CUDA out of memory"),
+    (PARSE + "json.dump({'status': 'oom', 'error': 'caught OOM at micro-batch 1'}, open(a.metrics, 'w'))\n", "oom",
+     "caught OOM"),
+    (PARSE + "json.dump({'status': 'great', 'val_loss': 1.0}, open(a.metrics, 'w'))\n", "failed",
+     "unknown status 'great'"),
+    (PARSE + "sys.exit('RuntimeError: CUDA out of memory. Tried to allocate 20.00 MiB')\n", "oom",
+     "CUDA out of memory"),
 ])
 def test_external_trainer_outcomes(tmp_path, body, status, reason):
     s = spec(tmp_path, trainer="external", settings={"external_command": script(tmp_path, body), "timeout_s": 2})

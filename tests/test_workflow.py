@@ -55,7 +55,8 @@ def test_named_targets_stop_at_their_stage(tmp_path):
 
 
 def test_bad_config_stops_before_any_job(tmp_path):
-    proc = run_snakemake(tmp_path, "--cores", "1", "--configfile", str(tiny(tmp_path, stage2={"rounds": -2})), check=False)
+    proc = run_snakemake(tmp_path, "--cores", "1", "--configfile", str(tiny(tmp_path, stage2={"rounds": -2})),
+                         check=False)
     assert proc.returncode != 0
     assert "invalid config: stage2.rounds: -2 is less than the minimum of 0" in proc.stderr + proc.stdout
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
@@ -91,12 +92,14 @@ def test_rerun_with_nothing_changed_does_nothing(tiny_sweep):
 def test_same_config_and_seeds_give_the_same_bytes(tiny_sweep, tmp_path):
     run_snakemake(tmp_path, "--cores", "2", "--configfile", str(TINY))
     for table in ("best.csv", "nanogpt_datasets.csv"):
-        assert (tmp_path / "results" / "tables" / table).read_bytes() == (tiny_sweep / "results" / "tables" / table).read_bytes()
+        assert ((tmp_path / "results" / "tables" / table).read_bytes()
+                == (tiny_sweep / "results" / "tables" / table).read_bytes())
     assert without_clock(tmp_path / "results/tables/runs.csv") == without_clock(tiny_sweep / "results/tables/runs.csv")
 
 
 def test_killed_sweep_resumes_without_redoing_or_losing_anything(tiny_sweep, tmp_path):
-    cmd = ["snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(TINY), "--cores", "2"]
+    cmd = ["snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(TINY),
+           "--cores", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     trials = tmp_path / "results" / "trials"
@@ -140,8 +143,9 @@ def test_external_trainer_failures_are_data(tmp_path):
 def test_data_stage_on_real_data_with_gpt2(tmp_path, shared):
     cfg = {
         "datasets": [
-            {"name": "shakespeare", "source": {"kind": "local", "paths": [str(shared / "tinyshakespeare" / "input.txt")],
-                                               "sample_by": "paragraph"}},
+            {"name": "shakespeare",
+             "source": {"kind": "local", "paths": [str(shared / "tinyshakespeare" / "input.txt")],
+                        "sample_by": "paragraph"}},
             {"name": "codealpaca", "format": "instruction", "template": "alpaca",
              "source": {"kind": "local", "paths": [str(shared / "codealpaca" / "code_alpaca_2k.json")]}},
             {"name": "mbpp", "format": "instruction", "template": "mbpp",

@@ -22,7 +22,8 @@ def text_bins(out: Path, text: str) -> Path:
     cut = int(len(paragraphs) * 0.9)
     for split, docs in (("train", paragraphs[:cut]), ("val", paragraphs[cut:])):
         (out / f"{split}.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
-    bins.build_bins({s: out / f"{s}.jsonl" for s in ("train", "val")}, out / "bins", ByteTokenizer(), bins.BinSettings())
+    bins.build_bins({s: out / f"{s}.jsonl" for s in ("train", "val")}, out / "bins", ByteTokenizer(),
+                    bins.BinSettings())
     return out / "bins"
 
 

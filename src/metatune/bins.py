@@ -72,7 +72,8 @@ def write_bin(jsonl_path: str | Path, bin_path: str | Path, tokenizer: Tokenizer
     sha = hashlib.sha256()
     n_tokens = n_docs = 0
     with tmp.open("wb") as f:
-        for chunk in progress(iter_document_chunks(jsonl_path, settings.chunk_bytes), f"tokenize {bin_path.name}", "chunks"):
+        for chunk in progress(iter_document_chunks(jsonl_path, settings.chunk_bytes), f"tokenize {bin_path.name}",
+                              "chunks"):
             ids = tokenizer.encode_batch([text for text, _ in chunk], num_threads=settings.workers)
             buf: list[int] = []
             for piece, (_, ends_document) in zip(ids, chunk):  # list.extend runs in C: faster than numpy here

@@ -174,7 +174,8 @@ def merge(base: Any, override: Any, schema: dict | None = None, root: dict | Non
     merged = _plain(base)
     schemas = _object_schemas(merged, schema)
     for name, value in override.items():
-        merged[name] = merge(merged[name], value, _property_schema(schemas, name) or {}, root) if name in merged else _plain(value)
+        merged[name] = (merge(merged[name], value, _property_schema(schemas, name) or {}, root) if name in merged
+                        else _plain(value))
     return merged
 
 
@@ -250,7 +251,8 @@ def validate(config: dict, schema: dict | None = None) -> dict:
 
 def template_fields(template: str) -> set[str]:
     try:
-        return {field.split(".")[0].split("[")[0] for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+        return {field.split(".")[0].split("[")[0] for _, field, _, _ in string.Formatter().parse(template)
+                if field is not None}
     except ValueError as e:
         raise ConfigError(f"training.external_command: malformed template: {e}") from None
 
@@ -260,7 +262,8 @@ def check_semantics(config: dict) -> None:
     seen: dict[str, int] = {}
     for i, ds in enumerate(config["datasets"]):
         if ds["name"] in seen:
-            raise ConfigError(f"datasets[{i}].name: duplicate dataset name {ds['name']!r} (also datasets[{seen[ds['name']]}])")
+            raise ConfigError(f"datasets[{i}].name: duplicate dataset name {ds['name']!r}"
+                              f" (also datasets[{seen[ds['name']]}])")
         seen[ds["name"]] = i
         if ds["format"] == "text" and ds["template"] != "plain":
             raise ConfigError(f"datasets[{i}].template: {ds['template']!r} needs format: instruction")
@@ -286,7 +289,8 @@ def check_semantics(config: dict) -> None:
         if s1["size"] > n_grid:
             raise ConfigError(f"stage1.size: {s1['size']} is more than the {n_grid} points of the full grid")
     if config["rerun"]["top_k"] > 0 and config["stage2"]["rounds"] == 0:
-        n_stage1 = s1["size"] if s1["design"] != "factorial" else math.prod(len(p["grid"]) for p in config["space"].values())
+        n_stage1 = (s1["size"] if s1["design"] != "factorial"
+                    else math.prod(len(p["grid"]) for p in config["space"].values()))
         if config["rerun"]["top_k"] > n_stage1:
             raise ConfigError(f"rerun.top_k: {config['rerun']['top_k']} is more than the {n_stage1} stage-1 trials")
 

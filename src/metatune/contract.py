@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 
 STATUSES = ("ok", "diverged", "oom", "failed")
 METRIC_FIELDS = ("val_loss", "best_val_loss", "train_loss", "tokens_seen", "wall_s", "gpu_hours", "peak_mem_mb")
-REQUIRED_KEYS = ("run_id", "stage", "dataset", "status", *METRIC_FIELDS, "device", "seed", "hp", "trainer", "error", "versions")
+REQUIRED_KEYS = ("run_id", "stage", "dataset", "status", *METRIC_FIELDS, "device", "seed", "hp", "trainer", "error",
+                 "versions")
 # Where the trial sits in the sweep, and when it ran: recorded by the runner since metatune 0.2 (older
 # metrics.json files lack them, so they are checked where present). round: the stage-2 round; rank and
 # seed_index: the rerun's configuration (1 is the best) and which of its new seeds; source_trial_id: the trial

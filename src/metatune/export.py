@@ -49,8 +49,8 @@ RUNS_LEADING = {"trial_id": "str", "run_id": "str", "stage": "str", "dataset": "
                 "rank": "Int64", "seed_index": "Int64", "seed": "Int64", "source_trial_id": "str", "status": "str"}
 RUNS_TRAILING = {"val_loss": "float64", "best_val_loss": "float64", "train_loss": "float64", "tokens_seen": "Int64",
                  "wall_s": "float64", "gpu_hours": "float64", "peak_mem_mb": "float64", "token_budget": "Int64",
-                 "seq_len": "Int64", "rung": "Int64", "tokens_trained": "Int64", "device": "str", "trainer": "str", "started_at": "str", "finished_at": "str",
-                 "error": "str"}
+                 "seq_len": "Int64", "rung": "Int64", "tokens_trained": "Int64", "device": "str", "trainer": "str",
+                 "started_at": "str", "finished_at": "str", "error": "str"}
 assert tuple(k for k in RUNS_TRAILING if k in METRIC_FIELDS) == METRIC_FIELDS
 
 
@@ -58,7 +58,8 @@ def runs_columns(space: dict, metafeature_names: list[str]) -> list[str]:
     return [*RUNS_LEADING, *(f"hp_{k}" for k in space), *RUNS_TRAILING, *(f"mf_{k}" for k in sorted(metafeature_names))]
 
 
-def runs_table(metrics: list[dict], space: dict, metafeatures: dict[str, dict], dataset_order: list[str]) -> tuple[list[str], list[dict]]:
+def runs_table(metrics: list[dict], space: dict, metafeatures: dict[str, dict],
+               dataset_order: list[str]) -> tuple[list[str], list[dict]]:
     columns = runs_columns(space, sorted({k for mf in metafeatures.values() for k in mf}))
     position = {name: i for i, name in enumerate(dataset_order)}
     ordered = sorted(metrics, key=lambda m: (STAGE_ORDER[m["stage"]], position[m["dataset"]], natural_key(m["run_id"])))
@@ -107,7 +108,8 @@ def best_table(rows: list[dict], space: dict) -> tuple[list[str], list[dict]]:
                      for r in rows]
 
 
-def datasets_table(datasets: list[str], meta_paths: list[str], metafeature_paths: list[str]) -> tuple[list[str], list[dict]]:
+def datasets_table(datasets: list[str], meta_paths: list[str],
+                   metafeature_paths: list[str]) -> tuple[list[str], list[dict]]:
     """nanogpt_datasets.csv: one row per dataset with its token counts, paths and metafeatures."""
     from metatune.io import read_json
 
@@ -115,8 +117,9 @@ def datasets_table(datasets: list[str], meta_paths: list[str], metafeature_paths
     for name, meta_path, mf_path in zip(datasets, meta_paths, metafeature_paths):
         meta, mf = read_json(meta_path), read_json(mf_path)
         folder = str(Path(meta_path).parent)
-        row = {"dataset": name, "tokenizer": meta["tokenizer"], "vocab_size": meta["vocab_size"], "dtype": meta["dtype"],
-               "train_tokens": meta["splits"]["train"]["n_tokens"], "val_tokens": meta["splits"]["val"]["n_tokens"],
+        row = {"dataset": name, "tokenizer": meta["tokenizer"], "vocab_size": meta["vocab_size"],
+               "dtype": meta["dtype"], "train_tokens": meta["splits"]["train"]["n_tokens"],
+               "val_tokens": meta["splits"]["val"]["n_tokens"],
                "train_bin": f"{folder}/train.bin", "val_bin": f"{folder}/val.bin"}
         row.update({f"mf_{k}": v for k, v in mf.items()})
         rows.append(row)

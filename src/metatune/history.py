@@ -81,7 +81,8 @@ def write_history_csv(path: str | Path, rows: list[dict], space: dict) -> None:
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row[k] is None else repr(row[k]) if isinstance(row[k], float) else row[k]) for k in columns})
+        writer.writerow({k: ("" if row[k] is None else repr(row[k]) if isinstance(row[k], float) else row[k])
+                         for k in columns})
     atomic_write_text(path, buf.getvalue())
 
 

@@ -110,7 +110,8 @@ BUILTIN_GENERATORS = {
 # ---------------------------------------------------------------------------------------------------------------
 # Hub and local files, both through HF `datasets`.
 
-LOADER_BY_SUFFIX = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+LOADER_BY_SUFFIX = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".csv": "csv",
+                    ".parquet": "parquet"}
 
 
 def _local_loader(paths: list[str], loader: str, dataset: str) -> str:
@@ -179,7 +180,8 @@ def hf_records(source: dict, dataset: str, cache_dir: str | None, stream: bool) 
         )
         yield from ds
     except Exception as e:
-        raise DataError(f"dataset {dataset}: loading {source['path']!r} from the hub failed: {type(e).__name__}: {e}") from None
+        raise DataError(f"dataset {dataset}: loading {source['path']!r} from the hub failed:"
+                        f" {type(e).__name__}: {e}") from None
 
 
 def iter_source(source: dict, dataset: str, cache_dir: str | None = None) -> Iterator[dict]:

@@ -1,5 +1,5 @@
-"""Rules optuna_live, optuna_live_rung and optuna_live_round: a collection's trials appended to the live Optuna journal as it
-lands; the receipt says how many were added."""
+"""Rules optuna_live, optuna_live_rung and optuna_live_round: a collection's trials appended to the live Optuna
+journal as it lands; the receipt says how many were added."""
 
 from metatune.io import atomic_write_json
 from metatune.report import optuna_export

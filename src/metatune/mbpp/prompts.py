@@ -17,7 +17,8 @@ from metatune.io import DataError
 from metatune.mbpp.data import Problem
 
 FEW_SHOT_IDS = (2, 3, 4)
-_TASK = "You are an expert Python programmer, and here is your task: {text} Your code should pass these tests:\n\n{tests}\n"
+_TASK = ("You are an expert Python programmer, and here is your task: {text} "
+         "Your code should pass these tests:\n\n{tests}\n")
 _INSTRUCTION = "{text}\nYour code should pass these tests:\n\n{tests}\n"
 _CHAT_SUFFIX = "\nWrite the Python code in a single ```python code block."
 

@@ -64,7 +64,8 @@ def best_so_far(runs: pd.DataFrame) -> pd.DataFrame:
 def stage_gain(runs: pd.DataFrame) -> pd.DataFrame:
     """Per dataset, the best ok loss of stage 1 (the grid) and of stage 2 (the optimizer's proposals)."""
     ok = runs[runs["status"].eq("ok") & runs["stage"].isin(SEARCH_STAGES)]
-    table = ok.groupby(["dataset", "stage"], sort=False)["val_loss"].min().unstack().reindex(columns=list(SEARCH_STAGES))
+    table = (ok.groupby(["dataset", "stage"], sort=False)["val_loss"].min().unstack()
+             .reindex(columns=list(SEARCH_STAGES)))
     table = table.reindex(datasets(runs)).dropna()
     return pd.DataFrame({"dataset": table.index, "stage1_best": table["stage1"].to_numpy(),
                          "stage2_best": table["stage2"].to_numpy()})

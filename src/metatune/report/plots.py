@@ -152,7 +152,8 @@ def loss_slices(runs: pd.DataFrame, space: dict, dataset: str, out: str | Path) 
             mask = ok & trials["stage"].eq(stage).to_numpy()
             ax.scatter(x[mask], loss[mask], s=25, color=STAGE_COLORS[stage], alpha=0.8, label=stage)
         # Failed trials have no loss: mark them along the top edge at their value.
-        ax.scatter(x[~ok], np.full((~ok).sum(), 0.97), transform=blended_transform_factory(ax.transData, ax.transAxes), **FAILED)
+        ax.scatter(x[~ok], np.full((~ok).sum(), 0.97), transform=blended_transform_factory(ax.transData, ax.transAxes),
+                   **FAILED)
         ax.set_xlabel(name)
         ax.set_ylabel("validation loss")
     fig.suptitle(f"{dataset}: validation loss against each hyperparameter")

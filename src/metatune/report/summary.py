@@ -155,5 +155,6 @@ def summary_markdown(runs: pd.DataFrame, best: pd.DataFrame, recommendations: di
                   "(`results/recommend/{dataset}.json`), to hold against the winner above.", "",
                   *recommendation_rows(recommendations, names)]
     else:
-        lines.append("Not computed: no `results/recommend/{dataset}.json` yet (the `recommendations` target writes them).")
+        lines.append("Not computed: no `results/recommend/{dataset}.json` yet"
+                     " (the `recommendations` target writes them).")
     return "\n".join(lines) + "\n"

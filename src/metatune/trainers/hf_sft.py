@@ -129,7 +129,8 @@ def make_trainer(model, tokenizer, spec: TrialSpec, cfg: SFTSettings, micro_batc
     hp, cuda = spec.hp, torch.cuda.is_available()
     micro, accumulation = micro_and_accumulation(int(hp["batch_size"]), micro_batch)
     args = SFTConfig(
-        output_dir=str(Path(spec.out_dir) / "hf_trainer"), max_steps=max(1, spec.token_budget // (hp["batch_size"] * spec.seq_len)),
+        output_dir=str(Path(spec.out_dir) / "hf_trainer"),
+        max_steps=max(1, spec.token_budget // (hp["batch_size"] * spec.seq_len)),
         per_device_train_batch_size=micro, per_device_eval_batch_size=micro, gradient_accumulation_steps=accumulation,
         learning_rate=hp["learning_rate"], lr_scheduler_type="cosine",
         warmup_steps=hp["warmup_ratio"],  # a float below 1 is a share of the steps (transformers 5)

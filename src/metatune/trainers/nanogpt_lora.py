@@ -136,8 +136,9 @@ def load_lora_model(spec: TrialSpec, cfg: NanoGPTSettings, meta_vocab: int, devi
 
     base = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=torch.float32)
     if base.config.vocab_size < meta_vocab:
-        raise ValueError(f"training.nanogpt.base_model: {cfg.base_model} has a vocabulary of {base.config.vocab_size}, "
-                         f"but the bins of {spec.dataset} use {meta_vocab} token ids (tokenizer.name must match the model)")
+        raise ValueError(f"training.nanogpt.base_model: {cfg.base_model} has a vocabulary of"
+                         f" {base.config.vocab_size}, but the bins of {spec.dataset} use {meta_vocab} token ids"
+                         " (tokenizer.name must match the model)")
     return get_peft_model(base, lora_config(spec.hp, base.config.model_type, cfg.rslora)).to(device)
 
 
