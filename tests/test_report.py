@@ -107,8 +107,8 @@ def test_learning_curve_token_axes_read_at_any_scale(drawn, budget, suffix):
 
 
 def test_log_axes_label_plain_values_without_overlap(drawn):
-    space = {"learning_rate": {"type": "log_float", "low": 1e-5, "high": 3e-2},
-             "lora_r": {"type": "int", "low": 1, "high": 64, "log": True}}
+    space = {"learning_rate": {"type": "log_float", "low": 1e-5, "high": 3e-2, "grid": [1e-5, 3e-2]},
+             "lora_r": {"type": "int", "low": 1, "high": 64, "log": True, "grid": [2, 16]}}
     runs = pd.DataFrame({"dataset": "a", "stage": "stage1", "status": "ok", "val_loss": [2.0, 1.5, 1.8, 2.2],
                          "hp_learning_rate": [1e-5, 1e-4, 1e-3, 3e-2], "hp_lora_r": [2, 4, 8, 16]})
     plots.loss_slices(runs, space, "a", "unused.png")
@@ -123,7 +123,8 @@ def test_log_axes_label_plain_values_without_overlap(drawn):
 def test_legends_sit_outside_every_panel(drawn):
     runs = pd.DataFrame({"dataset": ["a"] * 4 + ["b"] * 4, "stage": ["stage1", "stage1", "stage2", "stage2"] * 2,
                          "status": ["ok", "diverged", "ok", "ok"] * 2, "val_loss": [2.0, None, 1.5, 1.7] * 2,
-                         "gpu_hours": [0.0] * 8, "wall_s": [1.0, 2.0, 3.0, 4.0] * 2, "peak_mem_mb": [10.0] * 8})
+                         "gpu_hours": [0.0] * 8, "wall_s": [1.0, 2.0, 3.0, 4.0] * 2, "peak_mem_mb": [10.0] * 8,
+                         "tokens_seen": [1000] * 8, "tokens_trained": [1000] * 8})
     plots.best_so_far(data.best_so_far(runs), "transfer", "unused.png")
     plots.cost_quality(runs, "unused.png")
     plots.stage_gain(data.stage_gain(runs), "transfer", "unused.png")

@@ -28,7 +28,7 @@ from conftest import ROOT
 
 CLUSTER_SH = ROOT / "tests" / "slurm" / "cluster.sh"
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
-TRIALS_PER_DATASET = 4 + 2 * 2 + 2 * 2  # tiny.yaml: stage-1 grid of 4, 2 rounds of 2, top 2 x 2 seeds
+TRIALS_PER_DATASET = 4 + 2 * 2 + 2 * 3  # tiny.yaml: stage-1 grid of 4, 2 rounds of 2, top 2 x 3 seeds
 DATASETS = ("arith", "markov")
 SWEEP_TIMEOUT_S = 900  # hard limit: the executor plugin can wait forever on a job Slurm lost
 TEST_ACCOUNT = "metatune"  # created by cluster.sh
@@ -228,7 +228,7 @@ def test_packing_puts_several_trials_into_one_slurm_job(slurm_sweep):
     trial_jobs = [job for job in completed.values() if job["trials"]]
     assert len(trial_jobs) < n_trials
     # Stage 1 and reruns are grouped (group-components in the profile): all 8 stage-1 trials of the tiny
-    # sweep in one job, all 8 reruns in another; stage-2 trials run one job each.
+    # sweep in one job, all 12 reruns in another; stage-2 trials run one job each.
     per_stage = {stage: max(sum(t[0] == stage for t in job["trials"]) for job in trial_jobs)
                  for stage in ("stage1", "stage2", "rerun")}
     assert per_stage["stage1"] > 1 and per_stage["rerun"] > 1, per_stage

@@ -9,6 +9,7 @@ import math
 import re
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -164,7 +165,8 @@ def test_rerun_seed_s_is_the_same_seed_for_every_configuration():
                     "training": {}, "save_adapter": False, "train_path": "t", "val_path": "v"}
         args = argparse.Namespace(stage_settings=json.dumps(settings), dataset="d", seed_index=seed_index,
                                   run_id=f"top{rank}-seed{seed_index}", hp='{"lr": 1}', hp_file=None, hp_index=None,
-                                  hp_rank=None, metafeatures="m", metrics="out/metrics.json")
+                                  hp_rank=None, metafeatures="m", metrics="out/metrics.json", round=None,
+                                  rung=None, checkpoint_out=None, resume_dir=None)
         return spec_from_args(args)
 
     assert spec(1, 2).seed == spec(3, 2).seed == rerun_seed(7, 2) != spec(1, 3).seed
@@ -317,6 +319,7 @@ def test_simulated_seed_noise_is_shared_by_configurations_trained_with_the_seed(
     """Half the noise variance comes with the seed, so pairing by seed removes it: the correlation of two
     configurations' noise over seeds is about 0.5, and none between seeds of different numbers."""
     from metatune.contract import TrialSpec
+    from metatune.trainers import registry
     from metatune.trainers.simulated import SHARED_SEED_VARIANCE, simulate
 
     mf = {"log10_tokens": 6.0, "token_entropy": 6.0, "compression_ratio": 0.3}
@@ -325,7 +328,7 @@ def test_simulated_seed_noise_is_shared_by_configurations_trained_with_the_seed(
         spec = TrialSpec(run_id="x", stage="rerun", dataset="d", seed=seed, hp=hp, token_budget=200_000, seq_len=128,
                          train_path="", val_path="", metafeatures_path="", out_dir="", trainer="simulated",
                          settings={"simulated": {"noise": noise}})
-        return simulate(spec, mf).val_loss
+        return simulate(replace(spec, hp=registry.complete_hp("simulated", hp)), mf).val_loss
 
     a = {"learning_rate": 1e-3, "lora_r": 8, "batch_size": 16}
     b = {"learning_rate": 2e-3, "lora_r": 16, "batch_size": 32}
