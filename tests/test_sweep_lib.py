@@ -207,9 +207,9 @@ def test_external_timeout_kills_the_whole_process_group(tmp_path):
 def test_hp_comes_from_a_proposals_file(tmp_path):
     p = tmp_path / "proposals.json"
     p.write_text(json.dumps({"configs": [{"hp": {"a": 1}}, {"hp": {"a": 2}}]}))
-    assert trial.resolve_hp(None, str(p), 1) == {"a": 2}
+    assert trial.config_entry(None, str(p), 1)["hp"] == {"a": 2}
     with pytest.raises(ValueError, match="no configuration at index 5"):
-        trial.resolve_hp(None, str(p), 5)
+        trial.config_entry(None, str(p), 5)
 
 
 def test_collections_keep_every_trial_and_name_a_bad_one(tmp_path):

@@ -39,10 +39,6 @@ def config_entry(hp_json: str | None, hp_file: str | None, hp_index: int | None)
     return configs[hp_index]
 
 
-def resolve_hp(hp_json: str | None, hp_file: str | None, hp_index: int | None) -> dict:
-    return config_entry(hp_json, hp_file, hp_index)["hp"]
-
-
 def rerun_seed(base_seed: int, seed_index: int) -> int:
     """Rerun seed s of a configuration: new seeds, never the base seed stages 1 and 2 trained with."""
     return base_seed + 1000 + seed_index
@@ -71,7 +67,7 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
         token_budget=stage["token_budget"], **paths,
         seq_len=stage["seq_len"], metafeatures_path=args.metafeatures, out_dir=str(Path(args.metrics).parent),
         trainer=stage["trainer"], settings=stage["training"], save_adapter=stage["save_adapter"], **rungs,
-        round=getattr(args, "round", None), rank=args.hp_rank, seed_index=args.seed_index, source_trial_id=source,
+        round=args.round, rank=args.hp_rank, seed_index=args.seed_index, source_trial_id=source,
     )
 
 
